@@ -58,3 +58,25 @@ def device_password(macid, serial):
 def device_user(macid):
     """The CouchDB user name of a device."""
     return str(int(macid))
+
+
+class Identity:
+    """This device: MacID, serial, CouchDB user name and password."""
+
+    def __init__(self, macid, serial):
+        self.macid = int(macid)
+        self.serial = serial
+        self.user = device_user(self.macid)
+        self.password = device_password(self.macid, serial)
+
+    def __repr__(self):  # never show the password
+        return "Identity(macid=%d)" % self.macid
+
+
+def resolve(macid=None, serial=None, interface=None):
+    """The identity from overrides, else from the hardware."""
+    if macid is None:
+        macid = read_macid(interface)
+    if serial is None:
+        serial = read_serial()
+    return Identity(macid, serial)

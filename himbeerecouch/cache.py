@@ -1,0 +1,65 @@
+"""The last known documents of this device, kept in the state folder.
+
+When the server cannot be reached at start, the supervisor runs what it ran
+last time.  The file is replaced atomically (write, fsync, rename), so a
+crash or a full disk leaves the previous version; a file that cannot be read
+back is reported and ignored: the server rebuilds it.
+"""
+import json
+import logging
+import os
+import tempfile
+
+log = logging.getLogger("himbeerecouch.cache")
+
+VERSION = 1
+
+
+def cache_path(state_dir, macid):
+    return os.path.join(state_dir, "documents-%d.json" % macid)
+
+
+def save(path, macid, database, docs):
+    """Write ``docs``; returns False (and logs why) when it cannot."""
+    data = {"version": VERSION, "macid": macid, "database": database, "docs": docs}
+    folder = os.path.dirname(path) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents-", suffix=".tmp")
+    except OSError as e:
+        log.error("cannot write the document cache in %s: %s", folder, e.strerror)
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return True
+    except (OSError, ValueError) as e:
+        log.error("cannot write the document cache %s: %s", path,
+                  getattr(e, "strerror", None) or e)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
+def load(path, macid, database):
+    """The cached ``{doc_id: doc}``, or None when there is no usable cache."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("document cache %s is unreadable (%s); it will be rebuilt from the server",
+                    path, e)
+        return None
+    if (not isinstance(data, dict) or data.get("version") != VERSION
+            or data.get("macid") != macid or data.get("database") != database
+            or not isinstance(data.get("docs"), dict)):
+        log.warning("document cache %s is not for this device and database; ignored", path)
+        return None
+    docs = {k: v for k, v in data["docs"].items() if isinstance(v, dict) and v.get("_id") == k}
+    return docs

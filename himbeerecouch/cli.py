@@ -1,0 +1,129 @@
+"""The ``himbeerecouch`` command line.
+
+``himbeerecouch run`` is the agent itself (what supervisord and systemd
+start).  Each sub-command lives in a function ``cmd_<name>``; errors a user
+can make become one clear line and a non-zero exit status, never a traceback.
+"""
+import argparse
+import logging
+import sys
+
+from . import __version__
+from . import config as configuration
+from .identity import IdentityError
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """An error to show as one line, with an exit status."""
+
+    def __init__(self, message, status=1):
+        super().__init__(message)
+        self.status = status
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _macid(text):
+    try:
+        return int(text, 0) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a MacID (an integer)" % text) from None
+
+
+def add_identity_options(p):
+    p.add_argument("--macid", type=_macid, help="device id (default: from the MAC address)")
+    p.add_argument("--serial", help="board serial (default: from /proc/cpuinfo)")
+    p.add_argument("--interface", help="network interface whose MAC is the device id "
+                                       "(default: eth0)")
+
+
+def build_run_parser(sub):
+    p = sub.add_parser("run", help="run the agent in the foreground",
+                       description="Run the agent in the foreground: follow this device's "
+                                   "documents and supervise one worker per code document.")
+    p.add_argument("--server", help="CouchDB URL, e.g. http://host:5984")
+    p.add_argument("--server-file", help="file holding the server URL (default: %s)"
+                   % configuration.DEFAULT_SERVER_FILE)
+    p.add_argument("--config", dest="config_file",
+                   help="configuration file (default: %s)" % configuration.DEFAULT_CONFIG_FILE)
+    p.add_argument("--database", help="database (default: %s)" % configuration.DEFAULT_DATABASE)
+    add_identity_options(p)
+    p.add_argument("--state-dir", help="state folder (default: %s)"
+                   % configuration.DEFAULT_STATE_DIR)
+    p.add_argument("--stop-timeout", type=_positive_float,
+                   help="grace period between SIGINT and SIGKILL, seconds (default: 20)")
+    p.add_argument("--worker-user", help="run workers as this user (supervisor runs as root)")
+    p.add_argument("--heartbeat-interval", type=_positive_float,
+                   help="seconds between heartbeat documents (default: 10)")
+    p.add_argument("--feed-heartbeat", type=_positive_float,
+                   help="seconds between keep-alive lines of the changes feed (default: 5)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.set_defaults(func=cmd_run)
+    return p
+
+
+RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
+                "interface", "state_dir", "stop_timeout", "worker_user",
+                "heartbeat_interval", "feed_heartbeat")
+
+
+def cmd_run(args):
+    from . import identity as ident
+    from .printer import Printer, install
+    from .supervisor import Supervisor
+
+    overrides = {k: getattr(args, k, None) for k in RUN_SETTINGS}
+    try:
+        config = configuration.load(overrides)
+        identity = ident.resolve(config.macid, config.serial, config.interface)
+    except (configuration.ConfigError, IdentityError) as e:
+        raise UserError(str(e), EXIT_USAGE)
+    printer = Printer()
+    install(printer, logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        import setproctitle
+        setproctitle.setproctitle("himbeerecouch: supervisor %d" % identity.macid)
+    except ImportError:
+        pass
+    supervisor = Supervisor(config, identity, printer, overrides)
+    try:
+        return supervisor.run()
+    except RuntimeError as e:
+        raise UserError(str(e))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="himbeerecouch",
+        description="Runs lab code from a CouchDB database on a fleet of Raspberry Pis.")
+    parser.add_argument("--version", action="version", version="himbeerecouch " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    build_run_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print("himbeerecouch: %s" % e, file=sys.stderr)
+        return e.status
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The agent's configuration: built-in defaults < configuration file < command line.
+
+The configuration file is INI with one section ``[himbeerecouch]`` whose keys
+are the long option names of ``himbeerecouch run`` (``stop_timeout = 30``).
+The server URL comes from ``--server`` or else from the server file (the old
+tool's ``/etc/rspby/server``: one line, the URL).  SIGHUP makes the
+supervisor call :func:`load` again with the same command line.
+"""
+import configparser
+import os
+from dataclasses import dataclass, field, fields, replace
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_SERVER_FILE = "/etc/rspby/server"
+DEFAULT_CONFIG_FILE = "/etc/rspby/himbeerecouch.conf"
+DEFAULT_DATABASE = "nedm/raspberries"
+DEFAULT_STATE_DIR = "/var/lib/himbeerecouch"
+SECTION = "himbeerecouch"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which value and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    server: str = None
+    server_file: str = DEFAULT_SERVER_FILE
+    config_file: str = DEFAULT_CONFIG_FILE
+    database: str = DEFAULT_DATABASE
+    macid: int = None
+    serial: str = None
+    interface: str = None
+    state_dir: str = DEFAULT_STATE_DIR
+    stop_timeout: float = 20.0
+    worker_user: str = None
+    heartbeat_interval: float = 10.0
+    feed_heartbeat: float = 5.0  # seconds between the server's keep-alive lines on the feed
+    memory_mb: int = None        # default limits for every worker
+    cpu_seconds: int = None
+    nofile: int = None
+    answer_discovery: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def default_limits(self):
+        return {"memory_mb": self.memory_mb, "cpu_seconds": self.cpu_seconds,
+                "nofile": self.nofile}
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+
+
+def _convert(key, value):
+    kind = _FIELD_TYPES[key]
+    if value is None or kind is str:
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "yes", "true", "on"):
+                return True
+            if text in ("0", "no", "false", "off"):
+                return False
+            raise ValueError(value)
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError("%s: %r is not a valid %s" % (key, value, kind.__name__)) from None
+    if number < 0:
+        raise ConfigError("%s: must not be negative" % key)
+    return number
+
+
+def read_config_file(path):
+    """The ``[himbeerecouch]`` values of ``path``; a missing file is no error."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, configparser.Error) as e:
+        raise ConfigError("cannot read configuration file %s: %s" % (path, e)) from None
+    if not parser.has_section(SECTION):
+        return {}
+    values = {}
+    for key, value in parser.items(SECTION):
+        key = key.replace("-", "_")
+        if key not in _FIELD_TYPES or key in ("extra", "config_file"):
+            raise ConfigError("%s: unknown setting %r" % (path, key))
+        values[key] = _convert(key, value)
+    return values
+
+
+def read_server_file(path):
+    """The server URL stored in ``path``, or None when there is none yet."""
+    try:
+        with open(path) as f:
+            url = f.read().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError("cannot read server file %s: %s" % (path, e.strerror)) from None
+    return url or None
+
+
+def check_server_url(url):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("server URL must look like http://host:5984, not %r" % redact(url))
+    return url.rstrip("/")
+
+
+def redact(url):
+    """``url`` without its password, fit for logs and heartbeats."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = "%s:***@%s" % (parts.username, parts.hostname)
+    if parts.port:
+        netloc += ":%d" % parts.port
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load(overrides):
+    """The configuration: defaults, then the file, then ``overrides`` (non-None values)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - set(_FIELD_TYPES)
+    if unknown:
+        raise ConfigError("unknown settings: %s" % ", ".join(sorted(unknown)))
+    config_file = overrides.get("config_file", DEFAULT_CONFIG_FILE)
+    values = read_config_file(config_file)
+    values.update({k: _convert(k, v) for k, v in overrides.items()})
+    config = replace(Config(), **values)
+    if config.server is None:
+        config = replace(config, server=read_server_file(config.server_file))
+    if config.server is not None:
+        config = replace(config, server=check_server_url(config.server))
+    if not config.database:
+        raise ConfigError("database: must not be empty")
+    return config

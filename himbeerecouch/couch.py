@@ -1,0 +1,68 @@
+"""Access to the database as the device.
+
+Thin helpers over the ``couchdb`` client: one place builds sessions (always
+with a timeout: some server error paths hang instead of answering), logs in,
+and turns the client's many exception types into one :class:`CouchError`
+whose text is safe to log (no credentials).
+"""
+import socket
+from http.client import HTTPException
+
+import couchdb
+import couchdb.http
+
+REQUEST_TIMEOUT = 30.0
+
+# Everything a request can raise when the server is down, slow, gone mid-way
+# or answers with an error.  ValueError: the client's answer to a feed that
+# was cut mid-line.
+TRANSPORT_ERRORS = (couchdb.http.HTTPError, couchdb.http.ServerError, OSError,
+                    socket.timeout, HTTPException, ValueError)
+
+
+class CouchError(RuntimeError):
+    """A request to the database failed; the message is fit for logs."""
+
+
+def describe(error):
+    """One line saying what went wrong with a request, without credentials."""
+    if isinstance(error, couchdb.http.ResourceNotFound):
+        return "not found"
+    if isinstance(error, couchdb.http.Unauthorized):
+        return "unauthorized (wrong user name or password)"
+    if isinstance(error, couchdb.http.ResourceConflict):
+        return "conflict"
+    if isinstance(error, couchdb.http.ServerError):
+        args = error.args[0] if error.args else ""
+        if isinstance(args, tuple) and len(args) == 2:
+            status, body = args
+            return "server answered %s: %s" % (status, body)
+        return "server error: %s" % (args,)
+    if isinstance(error, socket.timeout):
+        return "timed out"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return "%s: %s" % (type(error).__name__, error) if str(error) else type(error).__name__
+
+
+def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT):
+    """A ``couchdb.Database`` for ``name`` on ``url``, logged in as ``user``.
+
+    The database is not contacted here.  Credentials travel in the client's
+    session, never in a URL that could end up in a log line.
+    """
+    session = couchdb.http.Session(timeout=timeout)
+    server = couchdb.Server(url, session=session)
+    if user is not None:
+        server.resource.credentials = (user, password)
+    db = couchdb.Database(server.resource(name).url, session=session)
+    db.resource.credentials = server.resource.credentials
+    return db
+
+
+def server_of(db):
+    """The ``couchdb.Server`` that ``db`` lives on, with the same session."""
+    base = db.resource.url.rsplit("/", 1)[0]
+    server = couchdb.Server(base, session=db.resource.session)
+    server.resource.credentials = db.resource.credentials
+    return server

@@ -1,0 +1,131 @@
+"""Follows this device's documents in the database and turns them into events.
+
+The feed thread owns no state of the supervisor: it posts events into the
+supervisor's queue.  On every (re)connection it first posts a
+:class:`Snapshot` of all of this device's documents, then one
+:class:`Changed` per change of the continuous ``_changes`` feed, resuming from
+the last sequence it delivered.  Any error (server down, refused, a dropped
+connection, no heartbeat line for three periods) posts :class:`FeedDown` and
+retries with exponential backoff, forever, until :meth:`Feed.stop`.
+
+Server-side filtering uses a Mango selector (CouchDB 2+, no design document
+needed).  Tombstones carry no ``type``, so the selector also lets every
+deletion through; deletions of documents the supervisor does not know are
+ignored by it.  The supervisor checks ``type`` again on every document.
+"""
+import logging
+import threading
+from dataclasses import dataclass
+
+from . import couch
+from .documents import command_type, device_types
+
+log = logging.getLogger("himbeerecouch.feed")
+
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
+
+@dataclass
+class Snapshot:
+    """All of this device's documents, as of ``seq``."""
+    feed: object
+    docs: dict        # doc id -> document
+    seq: object
+
+
+@dataclass
+class Changed:
+    """One document changed (``doc`` is None when it was deleted)."""
+    feed: object
+    doc_id: str
+    doc: dict
+    seq: object
+
+
+@dataclass
+class FeedDown:
+    feed: object
+    error: str
+    retry_in: float
+
+
+def device_selector(macid):
+    types = list(device_types(macid)) + [command_type(macid)]
+    return {"selector": {"$or": [{"type": {"$in": types}}, {"_deleted": True}]}}
+
+
+class Feed(threading.Thread):
+    """The thread that follows the ``_changes`` feed of one database for one device."""
+
+    def __init__(self, post, url, database, user, password, macid, heartbeat=5.0):
+        super().__init__(name="feed", daemon=True)
+        self.post = post
+        self.url, self.database = url, database
+        self.user, self.password = user, password
+        self.macid = macid
+        self.heartbeat = heartbeat
+        self.seq = None
+        self._connected = False
+        self._stopping = threading.Event()
+
+    def stop(self):
+        """Ask the thread to end; it does at its next line or timeout."""
+        self._stopping.set()
+
+    @property
+    def stopping(self):
+        return self._stopping.is_set()
+
+    def run(self):
+        delay = BACKOFF_FIRST
+        while not self.stopping:
+            try:
+                self._follow()
+                error = "the server closed the changes feed"
+            except couch.TRANSPORT_ERRORS as e:
+                error = couch.describe(e)
+            except Exception as e:   # a bug here must not end the feed for good
+                log.exception("feed failed unexpectedly")
+                error = "%s: %s" % (type(e).__name__, e)
+            if self.stopping:
+                break
+            if self._connected:
+                delay = BACKOFF_FIRST
+            self.post(FeedDown(self, error, delay))
+            if self._stopping.wait(delay):
+                break
+            delay = min(BACKOFF_MAX, delay * 2)
+
+    def _follow(self):
+        self._connected = False
+        db = couch.open_database(self.url, self.database, self.user, self.password)
+        selector = device_selector(self.macid)
+        # The full list first, after every reconnection: whatever changed
+        # while we were away is in it, deletions included.
+        result = db.changes(filter="_selector", _selector=selector, include_docs=True,
+                            style="main_only")
+        docs = {}
+        for row in result.get("results", []):
+            if not row.get("deleted") and row.get("doc") is not None:
+                docs[row["id"]] = row["doc"]
+        self.seq = result.get("last_seq")
+        self._connected = True
+        self.post(Snapshot(self, docs, self.seq))
+        # A separate session whose socket timeout is three heartbeat periods:
+        # the client skips heartbeat lines, so a feed that goes quiet without
+        # closing is noticed only through this timeout.
+        feed_db = couch.open_database(self.url, self.database, self.user, self.password,
+                                      timeout=3 * self.heartbeat)
+        for row in feed_db.changes(feed="continuous", since=self.seq, include_docs=True,
+                                   heartbeat=int(self.heartbeat * 1000), filter="_selector",
+                                   _selector=selector):
+            if self.stopping:
+                return
+            if "last_seq" in row:
+                return
+            if "id" not in row:
+                continue
+            doc = None if row.get("deleted") else row.get("doc")
+            self.seq = row.get("seq", self.seq)
+            self.post(Changed(self, row["id"], doc, self.seq))

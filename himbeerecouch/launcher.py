@@ -1,0 +1,113 @@
+"""Starts and ends worker processes for the supervisor's loop.
+
+The loop decides *when*; this module knows *how*: the private import folder,
+the environment, the start-up data sent over the worker's pipe, the marker
+that finds every process a worker started, and the cleanup of what an earlier
+run of the supervisor left behind.  The mechanisms themselves live in the
+sandbox package, at the boundary between supervisor and worker.
+"""
+import itertools
+import logging
+import os
+import pwd
+
+from .sandbox import proctree
+from .sandbox.environment import worker_environment
+from .sandbox.importdir import make_import_dir, remove_import_dir, remove_stale_import_dirs
+from .sandbox.spawn import spawn_worker
+
+log = logging.getLogger("himbeerecouch.launcher")
+
+
+class Launcher:
+    """Spawns the workers of one supervisor (one device)."""
+
+    def __init__(self, macid, state_dir, database, worker_user=None):
+        self.macid = macid
+        self.import_base = os.path.join(state_dir, "imports")
+        self.import_prefix = "hbc-%d-" % macid
+        # Every process of every worker of this device carries a tag that
+        # starts with this prefix, even after it left the worker's session.
+        self.device_prefix = "%d/" % macid
+        self.run_prefix = "%s%d/" % (self.device_prefix, os.getpid())
+        self.database = database          # {"url", "name", "user", "password"}
+        self.user = None
+        self.home = None
+        self._serial = itertools.count(1)
+        if worker_user:
+            self.set_worker_user(worker_user)
+        os.makedirs(self.import_base, mode=0o711, exist_ok=True)
+
+    def set_worker_user(self, name):
+        """Run workers as ``name``; only possible when the supervisor is root."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ValueError("worker user %r does not exist" % name) from None
+        if os.geteuid() != 0:
+            raise ValueError("--worker-user needs the supervisor to run as root")
+        self.user, self.home = entry, entry.pw_dir
+
+    def cleanup_leftovers(self):
+        """End the processes and remove the import folders of earlier runs."""
+        killed = proctree.kill_tagged(self.device_prefix)
+        if killed:
+            log.warning("ended %d process(es) left behind by an earlier run: %s",
+                        len(killed), " ".join(map(str, killed)))
+        removed = remove_stale_import_dirs(self.import_base, self.import_prefix)
+        if removed:
+            log.info("removed %d import folder(s) of an earlier run", len(removed))
+
+    def start(self, worker):
+        """Spawn ``worker``'s interpreter; sets its process, tag and import folder.
+
+        Raises BadModule (the document cannot run) or OSError (the device
+        cannot start it now: full disk, no memory, too many processes).
+        """
+        spec = worker.spec
+        uid = self.user.pw_uid if self.user else None
+        import_dir = make_import_dir(self.import_base, self.import_prefix, spec.modules,
+                                     owner_uid=uid)
+        # The trailing slash keeps one tag from being the prefix of another.
+        tag = "%s%d/" % (self.run_prefix, next(self._serial))
+        try:
+            env = worker_environment(tag, home=self.home or import_dir,
+                                     user=self.user.pw_name if self.user else None)
+            startup = {
+                "name": spec.name,
+                "doc_id": spec.doc_id,
+                "rev": spec.rev,
+                "import_dir": import_dir,
+                "main_module": "main",
+                "title": "himbeerecouch: %s [%s]" % (spec.name, spec.doc_id),
+                "supervisor_pid": os.getpid(),
+                "limits": spec.limits,
+                "database": self.database,
+            }
+            process = spawn_worker(startup, env, cwd=import_dir,
+                                   user=self.user.pw_name if self.user else None)
+        except BaseException:
+            remove_import_dir(import_dir)
+            raise
+        worker.process, worker.tag, worker.import_dir = process, tag, import_dir
+
+    def interrupt(self, worker, signum):
+        proctree.signal_worker(worker.pid, signum)
+
+    def kill(self, worker):
+        """SIGKILL the whole process tree of ``worker`` (escaped grandchildren included)."""
+        return proctree.kill_tree(worker.pid, worker.tag)
+
+    def cleanup(self, worker):
+        """After the worker's process ended: end what it left behind, remove its folder."""
+        # The worker is reaped: its pid may already be reused, so only the tag
+        # (inherited by everything it started) finds what it left behind.
+        leftovers = proctree.kill_tagged(worker.tag) if worker.tag else []
+        if leftovers:
+            log.warning("%s: ended %d process(es) it left behind", worker.name, len(leftovers),
+                        extra={"doc_id": worker.doc_id})
+        if worker.process:
+            worker.process.close()
+        if worker.import_dir:
+            remove_import_dir(worker.import_dir)
+        worker.process = worker.tag = worker.import_dir = None

@@ -1,0 +1,527 @@
+"""The supervisor: one loop that owns every worker of this device.
+
+Threads (the feed) only turn I/O into events; signal handlers only record the
+signal.  The loop waits on one selector (worker pipes, and a wake-up pipe
+that signals and events write to), then: acts on signals, applies events to
+the wanted documents, reaps exited workers, fires due deadlines, and
+reconciles: the wanted set of worker specs against the workers that run.
+Nothing polls: when nothing happens the loop sleeps until the next deadline.
+"""
+import errno
+import fcntl
+import json
+import logging
+import os
+import queue
+import selectors
+import signal
+import time
+
+from . import cache, config as configuration
+from .documents import is_code_document, wanted_workers
+from .feed import Changed, Feed, FeedDown, Snapshot
+from .launcher import Launcher
+from .output import LineSplitter
+from .printer import Message
+from .sandbox.guardian import start_guardian
+from .sandbox.modules import BadModule
+from .worker import ACTIVE, State, Worker, after_exit, backoff_delay, describe_exit
+
+log = logging.getLogger("himbeerecouch.supervisor")
+
+RESTART_HOLD = 1.0      # a changed worker younger than this restarts only when it is this old
+OFFLINE_GRACE = 10.0    # run the cached documents when the server says nothing this long
+CACHE_DELAY = 0.5       # coalesce cache writes
+READ_CHUNK = 65536
+STATUS_LINE_MAX = 1 << 20
+DRAIN_MAX = 1 << 20     # what is read from a dead worker's pipes at most
+
+
+class Supervisor:
+    def __init__(self, config, identity, printer, overrides=None):
+        self.config = config
+        self.overrides = overrides or {}
+        self.identity = identity
+        self.macid = identity.macid
+        self.printer = printer
+        self.workers = {}            # doc id -> Worker
+        self.docs = {}               # doc id -> this device's code documents, as known
+        self.wanted = {}             # doc id -> WorkerSpec
+        self.synced = False          # docs came from the server (not the cache)
+        self.quitting = False
+        self.dirty = False
+        self.deadlines = {}          # name -> monotonic time, besides the workers' own
+        self.feed = None
+        self._feed_error = None
+        self._signals = []
+        self._events = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.observers = []          # callables(worker) told of every state change
+        self.launcher = None
+        self.guardian = None
+        self._lock_fd = None
+
+    # ----------------------------------------------------------- set-up
+    def _database_info(self):
+        return {"url": self.config.server, "name": self.config.database,
+                "user": self.identity.user, "password": self.identity.password}
+
+    def _lock_state_dir(self):
+        os.makedirs(self.config.state_dir, mode=0o755, exist_ok=True)
+        path = os.path.join(self.config.state_dir, "supervisor-%d.lock" % self.macid)
+        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError("another supervisor for device %d already uses %s"
+                               % (self.macid, self.config.state_dir)) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, b"%d\n" % os.getpid())
+
+    def _install_signals(self):
+        def record(signum, frame):
+            self._signals.append(signum)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD,
+                       signal.SIGUSR1):
+            signal.signal(signum, record)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+    def post(self, event):
+        """Hand an event to the loop; safe from any thread."""
+        self._events.put(event)
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _start_feed(self):
+        if self.feed is not None:
+            self.feed.stop()
+        self.feed = None
+        if not self.config.server:
+            log.error("no server configured (use --server or write the URL into %s)",
+                      self.config.server_file)
+            return
+        self.feed = Feed(self.post, self.config.server, self.config.database,
+                         self.identity.user, self.identity.password, self.macid,
+                         heartbeat=self.config.feed_heartbeat)
+        log.info("following %s on %s as user %s", self.config.database,
+                 configuration.redact(self.config.server), self.identity.user)
+        self.feed.start()
+
+    # ----------------------------------------------------------- the loop
+    def run(self):
+        """Supervise until SIGINT or SIGTERM; returns the exit status."""
+        self._lock_state_dir()
+        self._install_signals()
+        self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
+                                 self.config.worker_user)
+        self.launcher.cleanup_leftovers()
+        self.guardian = start_guardian(self.launcher.run_prefix, self.launcher.import_base,
+                                       self.launcher.import_prefix)
+        self._cache_path = cache.cache_path(self.config.state_dir, self.macid)
+        self._cached = cache.load(self._cache_path, self.macid, self.config.database)
+        self.deadlines["offline"] = time.monotonic() + OFFLINE_GRACE
+        self._start_feed()
+        log.info("supervisor of device %d started (pid %d)", self.macid, os.getpid())
+        while True:
+            self._wait()
+            self._handle_signals()
+            self._handle_events()
+            self._reap()
+            self._fire_deadlines()
+            if self.dirty:
+                self._reconcile()
+            if self.quitting and not any(w.state in ACTIVE for w in self.workers.values()):
+                break
+        self._shutdown()
+        return 0
+
+    def _next_deadline(self):
+        times = list(self.deadlines.values())
+        for w in self.workers.values():
+            for t in (w.next_start, w.stop_deadline):
+                if t is not None:
+                    times.append(t)
+        return min(times) if times else None
+
+    def _wait(self):
+        deadline = self._next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wake_pipe()
+            else:
+                worker, stream, splitter = key.data
+                self._read(worker, key.fd, stream, splitter)
+
+    def _drain_wake_pipe(self):
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # ----------------------------------------------------------- signals
+    def _handle_signals(self):
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                if not self.quitting:
+                    log.info("%s: stopping every worker", signal.Signals(signum).name)
+                self._begin_quit()
+            elif signum == signal.SIGHUP:
+                self._reload()
+            elif signum == signal.SIGUSR1:
+                self._dump_stacks()
+            # SIGCHLD only wakes the loop: _reap looks at every worker anyway.
+
+    def _begin_quit(self):
+        self.quitting = True
+        if self.feed:
+            self.feed.stop()
+        for w in list(self.workers.values()):
+            w.pending_spec = None
+            w.removing = True
+            self._retire(w, "the supervisor is stopping")
+
+    def _reload(self):
+        log.info("SIGHUP: reading the server file and the configuration again")
+        try:
+            new = configuration.load(self.overrides)
+        except configuration.ConfigError as e:
+            log.error("configuration not reloaded: %s", e)
+            return
+        old, self.config = self.config, new
+        if self.launcher and new.worker_user != old.worker_user:
+            log.warning("--worker-user changes take effect at the next start of the supervisor")
+        if (new.server, new.database) != (old.server, old.database):
+            self.launcher.database = self._database_info()
+            self.synced = False
+            self._start_feed()
+        self._recompute()
+
+    def _dump_stacks(self):
+        import sys
+        import traceback
+        for ident, frame in sys._current_frames().items():
+            for line in "".join(traceback.format_stack(frame)).rstrip().splitlines():
+                log.info("stack of thread %d: %s", ident, line)
+        for w in self.workers.values():
+            if w.state in ACTIVE:
+                self.launcher.interrupt(w, signal.SIGUSR1)
+
+    # ----------------------------------------------------------- events
+    def _handle_events(self):
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            if getattr(event, "feed", None) is not self.feed:
+                continue    # from a feed replaced after SIGHUP
+            if isinstance(event, Snapshot):
+                self._on_snapshot(event)
+            elif isinstance(event, Changed):
+                self._on_change(event)
+            elif isinstance(event, FeedDown):
+                self._on_feed_down(event)
+
+    def _on_snapshot(self, event):
+        if self._feed_error:
+            log.info("connected to the server again")
+        self._feed_error = None
+        self.docs = {i: d for i, d in event.docs.items() if is_code_document(d, self.macid)}
+        self.synced = True
+        self.deadlines.pop("offline", None)
+        log.info("%d code document(s) for this device", len(self.docs))
+        self._recompute()
+        self._schedule_cache()
+
+    def _on_change(self, event):
+        doc = event.doc
+        if doc is not None and is_code_document(doc, self.macid):
+            self.docs[event.doc_id] = doc
+        elif event.doc_id in self.docs:
+            del self.docs[event.doc_id]     # deleted, or addressed elsewhere now
+        else:
+            return
+        self._recompute()
+        self._schedule_cache()
+
+    def _on_feed_down(self, event):
+        if event.error != self._feed_error:
+            log.warning("database unreachable: %s; retrying in %.0f s (workers keep running)",
+                        event.error, event.retry_in)
+        self._feed_error = event.error
+        if not self.synced:
+            self._use_cache()
+
+    def _use_cache(self):
+        self.deadlines.pop("offline", None)
+        if self._cached is None or self.synced or self.docs:
+            return
+        log.warning("server not reachable: running the %d cached document(s) until it is",
+                    len(self._cached))
+        self.docs = dict(self._cached)
+        self._recompute()
+
+    def _schedule_cache(self):
+        self.deadlines.setdefault("cache", time.monotonic() + CACHE_DELAY)
+
+    def _recompute(self):
+        def warn(doc_id, text):
+            log.warning("%s", text, extra={"doc_id": doc_id})
+        self.wanted = wanted_workers(self.docs, self.config.default_limits, warn)
+        self.dirty = True
+
+    # ----------------------------------------------------------- reconcile
+    def _reconcile(self):
+        self.dirty = False
+        if self.quitting:
+            return
+        for doc_id, w in list(self.workers.items()):
+            if doc_id not in self.wanted:
+                w.removing = True
+                w.pending_spec = None
+                self._retire(w, "its document is gone")
+        for doc_id, spec in self.wanted.items():
+            w = self.workers.get(doc_id)
+            if w is None:
+                w = self.workers[doc_id] = Worker(spec)
+                for text in spec.warnings:
+                    log.warning("%s", text, extra={"doc_id": doc_id})
+                self._launch(w, "new document %s" % spec.rev)
+                continue
+            w.removing = False
+            target = w.pending_spec or w.spec
+            if spec.fingerprint == target.fingerprint:
+                target.rev, target.restart = spec.rev, spec.restart
+                continue
+            if w.state in ACTIVE:
+                w.pending_spec = spec
+                if w.state != State.STOPPING and w.next_start is None:
+                    w.next_start = max(time.monotonic(), w.started_mono + RESTART_HOLD)
+            else:
+                w.spec, w.failures, w.next_start = spec, 0, None
+                self._launch(w, "document changed to %s" % spec.rev)
+
+    def _launch(self, w, why):
+        w.next_start = None
+        if w.spec.error:
+            w.last_error = None
+            log.error("cannot run document %s: %s", w.doc_id, w.spec.error,
+                      extra={"doc_id": w.doc_id})
+            w.transition(State.FATAL, "bad document")
+            self._changed(w)
+            return
+        if w.started_at is not None:
+            w.restarts += 1
+        w.transition(State.STARTING, why)
+        w.last_error = w.last_traceback = None
+        w.started_at, w.started_mono, w.running_since = time.time(), time.monotonic(), None
+        try:
+            self.launcher.start(w)
+        except BadModule as e:
+            w.last_error = str(e)
+            log.error("cannot run document %s: %s", w.doc_id, e, extra={"doc_id": w.doc_id})
+            w.transition(State.FATAL, "bad document")
+            self._changed(w)
+            return
+        except OSError as e:
+            w.last_error = "cannot start: %s" % (e.strerror or e)
+            self._backoff(w, w.last_error)
+            return
+        for fd, stream, limit in ((w.process.stdout, "stdout", None),
+                                  (w.process.stderr, "stderr", None),
+                                  (w.process.status, "status", STATUS_LINE_MAX)):
+            splitter = LineSplitter(limit) if limit else LineSplitter()
+            self._selector.register(fd, selectors.EVENT_READ, (w, stream, splitter))
+        self._changed(w)
+
+    def _retire(self, w, why):
+        """Stop ``w`` for good or for a restart; forget it when ``removing``."""
+        if w.state in (State.STARTING, State.RUNNING):
+            w.transition(State.STOPPING, why)
+            w.next_start = None
+            w.stop_deadline = time.monotonic() + self.config.stop_timeout
+            self.launcher.interrupt(w, signal.SIGINT)
+            self._changed(w)
+        elif w.state == State.STOPPING:
+            pass
+        else:
+            if w.state != State.STOPPED:
+                w.transition(State.STOPPED, why)
+            w.next_start = None
+            if w.removing:
+                self._forget(w)
+
+    def _forget(self, w):
+        self.workers.pop(w.doc_id, None)
+        self._changed(w)
+
+    def _backoff(self, w, why):
+        w.failures += 1
+        delay = backoff_delay(w.failures)
+        w.next_start = time.monotonic() + delay
+        w.transition(State.BACKOFF, "%s; restart in %.0f s" % (why, delay))
+        self._changed(w)
+
+    def _changed(self, w):
+        for observer in self.observers:
+            observer(w)
+
+    # ----------------------------------------------------------- deadlines
+    def _fire_deadlines(self):
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if w.stop_deadline is not None and now >= w.stop_deadline and w.state == State.STOPPING:
+                w.stop_deadline = None
+                log.warning("%s did not stop within %.0f s: killing its process tree",
+                            w.name, self.config.stop_timeout, extra={"doc_id": w.doc_id})
+                self.launcher.kill(w)
+            if w.next_start is not None and now >= w.next_start:
+                w.next_start = None
+                if w.state == State.BACKOFF:
+                    self._launch(w, "backoff over")
+                elif w.state in (State.STARTING, State.RUNNING) and w.pending_spec:
+                    self._retire(w, "document changed to %s" % w.pending_spec.rev)
+        for name, when in list(self.deadlines.items()):
+            if now >= when:
+                del self.deadlines[name]
+                if name == "offline":
+                    self._use_cache()
+                elif name == "cache":
+                    cache.save(self._cache_path, self.macid, self.config.database, self.docs)
+
+    # ----------------------------------------------------------- output
+    def _read(self, w, fd, stream, splitter, limit=READ_CHUNK):
+        try:
+            data = os.read(fd, limit)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            if e.errno != errno.EIO:
+                log.warning("%s: reading its %s failed: %s", w.name, stream, e)
+            data = b""
+        if not data:
+            self._close_stream(w, fd, splitter, stream)
+            return False
+        for line in splitter.feed(data):
+            self._line(w, stream, line)
+        return True
+
+    def _close_stream(self, w, fd, splitter, stream):
+        for line in splitter.flush():
+            self._line(w, stream, line)
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def _line(self, w, stream, line):
+        if stream != "status":
+            self.printer.write(Message(w.name, line, stream, w.doc_id))
+            return
+        try:
+            msg = json.loads(line)
+            event = msg["event"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: unreadable status line %r", w.name, line[:200])
+            return
+        if event == "running" and w.state == State.STARTING:
+            w.running_since = time.monotonic()
+            w.transition(State.RUNNING)
+            self._changed(w)
+        elif event in ("error", "fatal"):
+            w.last_error = str(msg.get("error", "error"))[:2000]
+            if msg.get("traceback"):
+                w.record_traceback(str(msg["traceback"]))
+            if event == "fatal":
+                log.error("cannot run document %s: %s", w.doc_id, w.last_error,
+                          extra={"doc_id": w.doc_id})
+        elif event == "stacks":
+            for text in str(msg.get("text", "")).splitlines():
+                self.printer.write(Message(w.name, text, "stack", w.doc_id))
+
+    def _drain(self, w):
+        """Read what a dead worker left in its pipes, then close them."""
+        for key in list(self._selector.get_map().values()):
+            if key.data is None or key.data[0] is not w:
+                continue
+            _, stream, splitter = key.data
+            budget = DRAIN_MAX
+            while budget > 0 and self._read(w, key.fd, stream, splitter):
+                budget -= READ_CHUNK
+                if not self._readable(key.fd):
+                    break
+            self._close_stream(w, key.fd, splitter, stream)
+
+    @staticmethod
+    def _readable(fd):
+        import select
+        return bool(select.select([fd], [], [], 0)[0])
+
+    # ----------------------------------------------------------- exits
+    def _reap(self):
+        for w in list(self.workers.values()):
+            if w.process is None:
+                continue
+            code = w.process.popen.poll()
+            if code is not None:
+                self._on_exit(w, code)
+
+    def _on_exit(self, w, code):
+        self._drain(w)
+        self.launcher.cleanup(w)
+        w.last_exit = code
+        w.stop_deadline = None
+        now = time.monotonic()
+        ran = now - w.running_since if w.running_since else 0.0
+        if w.state == State.STOPPING:
+            w.transition(State.STOPPED, describe_exit(code))
+            if w.removing:
+                self._forget(w)
+            elif w.pending_spec and not self.quitting:
+                w.spec, w.pending_spec, w.failures = w.pending_spec, None, 0
+                self._launch(w, "document changed to %s" % w.spec.rev)
+            else:
+                self._changed(w)
+            return
+        if ran >= 60.0:
+            w.failures = 0
+        nxt = after_exit(w.spec.restart, code)
+        if code != 0:
+            log.error("%s exited: %s%s", w.name, describe_exit(code),
+                      ": %s" % w.last_error if w.last_error else "", extra={"doc_id": w.doc_id})
+            if w.last_error is None:
+                w.last_error = describe_exit(code)
+        if w.pending_spec:
+            # It ended while a change was held back: start the new revision now.
+            w.spec, w.pending_spec, w.failures = w.pending_spec, None, 0
+            w.transition(State.BACKOFF, describe_exit(code))
+            self._launch(w, "document changed to %s" % w.spec.rev)
+        elif nxt == State.BACKOFF:
+            self._backoff(w, describe_exit(code))
+        else:
+            w.transition(nxt, describe_exit(code))
+            self._changed(w)
+
+    # ----------------------------------------------------------- the end
+    def _shutdown(self):
+        if self.feed:
+            self.feed.stop()
+        if self.deadlines.pop("cache", None) is not None:
+            cache.save(self._cache_path, self.macid, self.config.database, self.docs)
+        if self.guardian:
+            popen, write_fd = self.guardian
+            os.close(write_fd)      # the guardian finds nothing left and exits
+            try:
+                popen.wait(timeout=5)
+            except Exception:
+                popen.kill()
+                popen.wait()
+        signal.set_wakeup_fd(-1)
+        log.info("supervisor of device %d stopped", self.macid)
