@@ -66,3 +66,36 @@ def server_of(db):
     server = couchdb.Server(base, session=db.resource.session)
     server.resource.credentials = db.resource.credentials
     return server
+
+
+def update_document(db, doc_id, change, attempts=10):
+    """Apply ``change(doc)`` to the newest revision of ``doc_id`` and save it.
+
+    ``doc`` is ``{"_id": doc_id}`` when the document does not exist yet.
+    ``change`` returns the document to save, or None to leave it as it is.
+    A conflict (someone saved in between) re-reads, re-applies and retries,
+    so nothing another writer stored, and nothing ``change`` adds, is lost.
+    """
+    for _ in range(attempts):
+        doc = db.get(doc_id) or {"_id": doc_id}
+        new = change(dict(doc))
+        if new is None:
+            return None
+        try:
+            db.save(new)
+            return new
+        except couchdb.http.ResourceConflict:
+            continue
+    raise CouchError("%s: still in conflict after %d attempts" % (doc_id, attempts))
+
+
+def stamp_document(db, design, doc_id, fields):
+    """Create or merge ``doc_id`` through ``_design/<design>/_update/insert_with_timestamp``.
+
+    The handler (the lab's ``nedm_default`` or provisioning's ``himbeerecouch``)
+    sets ``timestamp`` from the server's clock and ``created_by`` from the
+    writer.  Raises ``couchdb.http.ResourceNotFound`` when there is no such handler.
+    """
+    resource = db.resource("_design", design, "_update", "insert_with_timestamp", doc_id)
+    status, _, _ = resource.put_json(body=fields)
+    return status

@@ -18,11 +18,13 @@ import signal
 import time
 
 from . import cache, config as configuration
-from .documents import is_code_document, wanted_workers
+from .commands import Commands
+from .documents import is_code_document, is_command_document, wanted_workers
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
 from .output import LineSplitter
 from .printer import Message
+from .publisher import Publisher
 from .sandbox.guardian import start_guardian
 from .sandbox.modules import BadModule
 from .worker import ACTIVE, State, Worker, after_exit, backoff_delay, describe_exit
@@ -61,6 +63,9 @@ class Supervisor:
         self.observers = []          # callables(worker) told of every state change
         self.launcher = None
         self.guardian = None
+        self.publisher = None
+        self.commands = None
+        self._report = True          # the heartbeat should say something new
         self._lock_fd = None
 
     # ----------------------------------------------------------- set-up
@@ -121,6 +126,15 @@ class Supervisor:
         self.launcher.cleanup_leftovers()
         self.guardian = start_guardian(self.launcher.run_prefix, self.launcher.import_base,
                                        self.launcher.import_prefix)
+        self.publisher = Publisher(self.config.server, self.config.database, self.identity,
+                                   self.config.heartbeat_interval, self.config.state_dir,
+                                   self.config.interface)
+        self.printer.subscribe(self.publisher.logbook.add)
+        self.commands = Commands(self.config.server, self.config.database, self.identity,
+                                 self.config.state_dir, self.launcher.run_prefix + "commands/")
+        if self.config.server:
+            self.publisher.start()
+            self.commands.start()
         self._cache_path = cache.cache_path(self.config.state_dir, self.macid)
         self._cached = cache.load(self._cache_path, self.macid, self.config.database)
         self.deadlines["offline"] = time.monotonic() + OFFLINE_GRACE
@@ -134,6 +148,9 @@ class Supervisor:
             self._fire_deadlines()
             if self.dirty:
                 self._reconcile()
+            if self._report:
+                self._report = False
+                self.publisher.submit(self.heartbeat_state())
             if self.quitting and not any(w.state in ACTIVE for w in self.workers.values()):
                 break
         self._shutdown()
@@ -199,6 +216,8 @@ class Supervisor:
             log.warning("--worker-user changes take effect at the next start of the supervisor")
         if (new.server, new.database) != (old.server, old.database):
             self.launcher.database = self._database_info()
+            self.publisher.retarget(new.server, new.database)
+            self.commands.retarget(new.server, new.database)
             self.synced = False
             self._start_feed()
         self._recompute()
@@ -233,7 +252,11 @@ class Supervisor:
         if self._feed_error:
             log.info("connected to the server again")
         self._feed_error = None
+        self._report = True
         self.docs = {i: d for i, d in event.docs.items() if is_code_document(d, self.macid)}
+        for doc in event.docs.values():
+            if is_command_document(doc, self.macid):
+                self.commands.offer(doc)
         self.synced = True
         self.deadlines.pop("offline", None)
         log.info("%d code document(s) for this device", len(self.docs))
@@ -242,6 +265,9 @@ class Supervisor:
 
     def _on_change(self, event):
         doc = event.doc
+        if doc is not None and is_command_document(doc, self.macid):
+            self.commands.offer(doc)
+            return
         if doc is not None and is_code_document(doc, self.macid):
             self.docs[event.doc_id] = doc
         elif event.doc_id in self.docs:
@@ -255,6 +281,7 @@ class Supervisor:
         if event.error != self._feed_error:
             log.warning("database unreachable: %s; retrying in %.0f s (workers keep running)",
                         event.error, event.retry_in)
+            self._report = True
         self._feed_error = event.error
         if not self.synced:
             self._use_cache()
@@ -369,7 +396,19 @@ class Supervisor:
         w.transition(State.BACKOFF, "%s; restart in %.0f s" % (why, delay))
         self._changed(w)
 
+    def heartbeat_state(self):
+        """What the heartbeat says of the supervisor and its workers (loop thread only)."""
+        workers = [w.snapshot() for w in sorted(self.workers.values(), key=lambda w: w.doc_id)]
+        return {
+            "running_ids": [w["doc_id"] for w in workers if w["state"] == "running"],
+            "workers": workers,
+            "feed": {"connected": self.feed is not None and self.synced and not self._feed_error,
+                     "error": self._feed_error},
+            "state": "stopping" if self.quitting else "running",
+        }
+
     def _changed(self, w):
+        self._report = True
         for observer in self.observers:
             observer(w)
 
@@ -513,6 +552,9 @@ class Supervisor:
     def _shutdown(self):
         if self.feed:
             self.feed.stop()
+        self.commands.stop()
+        if self.publisher.is_alive():
+            self.publisher.stop(dict(self.heartbeat_state(), state="stopped"))
         if self.deadlines.pop("cache", None) is not None:
             cache.save(self._cache_path, self.macid, self.config.database, self.docs)
         if self.guardian:

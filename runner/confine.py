@@ -25,13 +25,25 @@ def set_parent_death_signal(sig=signal.SIGKILL):
 
 
 def set_title(title):
-    """Show ``title`` in ps/top (/proc/pid/cmdline and comm) if possible."""
+    """Show ``title`` in ps/top (/proc/pid/cmdline and comm) if possible.
+
+    SPT_NOENV keeps setproctitle inside the argv area: by default it also
+    overwrites the environment block, which would hide HIMBEERECOUCH_TAG in
+    /proc/<pid>/environ from the supervisor and the guardian.  The
+    supervisor passes the title on the command line to make room for it.
+    """
+    os.environ["SPT_NOENV"] = "1"
     try:
         import setproctitle
+
+        setproctitle.setproctitle(title.replace("\0", " "))
+        return True
     except ImportError:
         return False
-    setproctitle.setproctitle(title)
-    return True
+    finally:
+        # Read once when setproctitle starts up; user code need not see it
+        # (unsetenv leaves the block that /proc/<pid>/environ shows alone).
+        os.environ.pop("SPT_NOENV", None)
 
 
 def apply_limits(limits):

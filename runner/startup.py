@@ -19,6 +19,8 @@ class StartupError(Exception):
 def parse_argv(argv):
     """Return (startup_fd, status_fd) from ``--startup-fd N --status-fd M``.
 
+    An optional ``--title T`` is accepted and ignored: it only reserves
+    room in the argv area for the process title (see confine.set_title).
     Parsed by hand: argparse would pull in gettext, re and friends for two
     integers, and every worker pays for what the runner imports.
     """
@@ -27,12 +29,14 @@ def parse_argv(argv):
     while args:
         arg = args.pop(0)
         key, sep, value = arg.partition("=")
-        if key not in wanted:
+        if key not in wanted and key != "--title":
             raise StartupError("unexpected argument %r" % arg)
         if not sep:
             if not args:
                 raise StartupError("%s needs a value" % key)
             value = args.pop(0)
+        if key == "--title":
+            continue
         try:
             fd = int(value)
         except ValueError:

@@ -45,6 +45,10 @@ def run(argv):
     except OSError as exc:
         _say("bad status fd %d: %s" % (status_fd, exc.strerror))
         return EX_CONFIG
+    # Early, so that a stop requested during start-up is not lost (user
+    # code then sees should_quit() true from the start) and a stack dump
+    # request does not kill us (SIGUSR1's default action).
+    _install_signal_handlers(channel)
     try:
         data = read_startup(startup_fd)
     except StartupError as exc:
@@ -56,7 +60,7 @@ def run(argv):
         return EX_TEMPFAIL
 
     try:
-        _prepare(data, channel)
+        _prepare(data)
     except (OSError, ValueError) as exc:
         _say("cannot set up the worker: %s" % exc)
         channel.send("fatal", error="cannot set up the worker: %s" % exc)
@@ -64,12 +68,21 @@ def run(argv):
     return _run_user_code(data, channel)
 
 
-def _prepare(data, channel):
+def _prepare(data):
+    """Confine the process and make the user API and modules available."""
     confine.reset_signal_mask()
     confine.set_title(data["title"])
     confine.apply_limits(data["limits"])
     confine.enable_faulthandler()
+    sys.path.insert(0, data["import_dir"])
+    # The import folder lives as long as this worker: caching bytecode in it
+    # would only cost time and disk.
+    sys.dont_write_bytecode = True
+    api.configure_database(data["database"])
+    api.install_builtins()
 
+
+def _install_signal_handlers(channel):
     def on_sigint(signum, frame):
         # Quit, politely: no KeyboardInterrupt; user code polls
         # should_quit() or gets its notifications.  Later SIGINTs: nothing.
@@ -81,13 +94,6 @@ def _prepare(data, channel):
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGUSR1, on_sigusr1)
-
-    sys.path.insert(0, data["import_dir"])
-    # The import folder lives as long as this worker: caching bytecode in it
-    # would only cost time and disk.
-    sys.dont_write_bytecode = True
-    api.configure_database(data["database"])
-    api.install_builtins()
 
 
 def _run_user_code(data, channel):

@@ -128,16 +128,20 @@ def start_guardian(prefix, import_base, import_prefix):
     Use a ``prefix`` unique to this supervisor run, or the guardian of an
     earlier run could kill the workers of the next one.
     """
-    if not prefix or not import_prefix or os.sep in import_prefix:
-        raise ValueError("start_guardian needs non-empty prefixes")
+    if not prefix:
+        raise ValueError("start_guardian needs a tag prefix")
+    folders = []
+    if import_base is not None:
+        if not import_prefix or os.sep in import_prefix:
+            raise ValueError("bad import folder prefix %r" % (import_prefix,))
+        folders = ["--import-base", import_base, "--import-prefix", import_prefix]
     import subprocess  # here: the guardian process itself does not need it
 
     read_fd, write_fd = os.pipe()  # both non-inheritable
     try:
         popen = subprocess.Popen(
             [sys.executable, "-I", "-m", "himbeerecouch.sandbox.guardian",
-             "--prefix", prefix, "--import-base", import_base,
-             "--import-prefix", import_prefix],
+             "--prefix", prefix] + folders,
             stdin=read_fd, stdout=subprocess.DEVNULL, start_new_session=True,
             close_fds=True, cwd="/",
             env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"})

@@ -10,6 +10,7 @@ import codecs
 import os
 import re
 import shutil
+import sys
 import tempfile
 
 from himbeerecouch.sandbox.modules import BadModule, validate_module_name
@@ -64,6 +65,10 @@ def make_import_dir(base, prefix, modules, owner_uid=None):
         if not isinstance(source, str):
             raise BadModule("source of module %r is %s, not text"
                             % (name, type(source).__name__))
+        if "\0" in source:
+            # Python refuses such a file with a SyntaxError that names no
+            # file; better to say which module is broken here.
+            raise BadModule("source of module %r contains a NUL character" % (name,))
         encoded[name] = _encode(source)
 
     path = tempfile.mkdtemp(prefix=prefix, dir=base)  # mode 0700, unique
@@ -98,12 +103,15 @@ def _write(dir_fd, filename, data, owner_uid):
 def remove_import_dir(path):
     """Remove an import folder and its contents; fine if it is already gone."""
     # rmtree uses descriptors and does not follow symbolic links.
-    shutil.rmtree(path, onerror=_ignore_missing)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=_ignore_missing)
+    else:
+        shutil.rmtree(path, onerror=lambda f, p, info: _ignore_missing(f, p, info[1]))
 
 
-def _ignore_missing(function, path, exc_info):
-    if not issubclass(exc_info[0], FileNotFoundError):
-        raise exc_info[1]
+def _ignore_missing(function, path, exc):
+    if not isinstance(exc, FileNotFoundError):
+        raise exc
 
 
 def remove_stale_import_dirs(base, prefix):

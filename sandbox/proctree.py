@@ -100,8 +100,11 @@ def _signal(proc, sig):
         return False
 
 
-def _kill_all(finder, deadline, spare=None):
-    """Freeze, kill and re-search with ``finder()`` until nothing is left."""
+def _kill_all(finder, deadline, reap=False, spare=None):
+    """Freeze, kill and re-search with ``finder()`` until nothing is left.
+
+    ``reap``: wait for those of our own children that are not ``spare``.
+    """
     end = time.monotonic() + deadline
     killed = set()
     while True:
@@ -118,7 +121,8 @@ def _kill_all(finder, deadline, spare=None):
         for proc in stopped.values():
             if _signal(proc, signal.SIGKILL):
                 killed.add(proc.pid)
-        _reap(stopped.values(), spare)
+        if reap:
+            _reap(stopped.values(), spare)
         left = [p for p in finder() if _alive(p)]
         if not left or time.monotonic() >= end:
             return sorted(killed)
@@ -126,8 +130,9 @@ def _kill_all(finder, deadline, spare=None):
 
 
 def _reap(procs, spare):
-    """Wait for our own children among ``procs`` (if we are a subreaper).
+    """Wait for our own children among ``procs``.
 
+    Those are grandchildren re-parented to us if we are a child subreaper.
     ``spare`` (the worker) is left alone: its Popen must get the exit status.
     """
     me = os.getpid()
@@ -148,11 +153,15 @@ def kill_tree(pid, tag, deadline=5.0):
     The worker itself is not reaped (its Popen does that).  Returns once no
     live process is left or after ``deadline`` seconds.
     """
-    return _kill_all(lambda: tree(pid, tag), deadline, spare=pid)
+    return _kill_all(lambda: tree(pid, tag), deadline, reap=True, spare=pid)
 
 
 def kill_tagged(prefix, deadline=5.0):
-    """Kill every process tagged with ``prefix``* (leftovers of an earlier run)."""
+    """Kill every process tagged with ``prefix``* (leftovers of an earlier run).
+
+    Reaps nothing: leftovers are not our children, and if some are (the
+    current run's workers), their Popen objects must get the exit status.
+    """
     if not prefix:
         raise ValueError("an empty tag prefix would match every worker")
     return _kill_all(lambda: find_tagged(prefix), deadline)

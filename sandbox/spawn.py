@@ -103,6 +103,8 @@ def spawn_worker(startup, env, cwd, user=None):
     """
     startup = dict(startup)
     startup.setdefault("supervisor_pid", os.getpid())
+    title = startup.setdefault("title", "himbeerecouch: %s [%s]" % (
+        startup.get("name"), startup.get("doc_id")))
     payload = json.dumps(startup).encode("utf-8")
     identity = _identity(user)
 
@@ -116,14 +118,26 @@ def spawn_worker(startup, env, cwd, user=None):
         fds += [out_r, out_w]
         err_r, err_w = os.pipe()
         fds += [err_r, err_w]
+        # --title only makes room in the argv area for the process title,
+        # which the runner may not write over its environment (that would
+        # hide HIMBEERECOUCH_TAG from /proc/<pid>/environ).
         argv = [sys.executable, "-I", "-u", "-m", RUNNER_MODULE,
-                "--startup-fd", str(startup_r), "--status-fd", str(status_w)]
+                "--startup-fd", str(startup_r), "--status-fd", str(status_w),
+                "--title", title.replace("\0", " ")]
         # No preexec_fn: Popen can then use vfork/posix_spawn, which matters
         # for a supervisor process that has grown large.
         popen = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
             start_new_session=True, close_fds=True, pass_fds=(startup_r, status_w),
             env=env, cwd=cwd, **identity)
+    except PermissionError as exc:
+        _close_all(fds)
+        if not identity:
+            raise
+        # Usually the interpreter or the package lives where the worker
+        # user cannot reach it (e.g. a virtualenv under /root): say so.
+        raise PermissionError(exc.errno, "worker user %r cannot run %s in %s: %s" % (
+            user, sys.executable, cwd, exc.strerror)) from exc
     except BaseException:
         _close_all(fds)
         raise

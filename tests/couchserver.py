@@ -168,7 +168,8 @@ class CouchServer:
             self._wait_answering(deadline)
             self._end_admin_party(deadline)
         except BaseException:
-            self.kill()
+            self.kill()  # the error carries the server's output
+            self._remove_log()
             raise
         return self
 

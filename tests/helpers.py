@@ -58,7 +58,7 @@ class ChangesFeed:
     """A continuous ``_changes`` feed read by the ``couchdb`` client in a thread.
 
     ``ChangesFeed(server_url, dbname, timeout=5, **opts)`` calls
-    ``couchdb.Server(server_url)[dbname].changes(feed='continuous', **opts)`` on a
+    ``Database.changes(feed='continuous', **opts)`` of the ``couchdb`` client on a
     session of its own with socket timeout ``timeout`` and queues every change.
     ``get()`` / ``wait_for_id()`` take them out; ``close()`` shuts the connection.
     When the feed ends, ``error`` holds the exception it ended with (or None) and
@@ -70,7 +70,9 @@ class ChangesFeed:
         self.session = couchdb.http.Session(timeout=timeout)
         self._pool = _RecordingPool(timeout)
         self.session.connection_pool = self._pool
-        self.db = couchdb.Server(server_url, session=self.session)[dbname]
+        # No HEAD request first (as Server[dbname] makes): a refusal shows in the feed.
+        server = couchdb.Server(server_url, session=self.session)
+        self.db = couchdb.Database(server.resource(dbname), dbname)
         self.opts = opts
         self.changes = queue.Queue()
         self.seen = []

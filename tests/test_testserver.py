@@ -170,14 +170,22 @@ def test_a_device_that_is_not_a_member_is_refused(couch, db, device, make_device
 
     # A logged-in user without the role: 401 on this server (CouchDB says 403).
     stranger = make_device(roles=[])
-    database = couchdb.Database(stranger.url + "/" + db.name.replace("/", "%2F"),
-                                session=session)
+    database = couchdb.Database(couchdb.Server(stranger.url, session=session).resource(db.name),
+                                db.name)
     with pytest.raises(refused):
         database.info()
     with pytest.raises(refused):
         database["code"]
     with pytest.raises(refused):
         database.changes(since=0)
+    # ... also the agent's continuous feed, at once (express-pouchdb alone would
+    # answer 200 and send heartbeats forever: server.js checks first).
+    feed = device_feed(stranger.url, db.name, 0, device_selector(stranger.macid)).start()
+    try:
+        wait_for(feed.ended.is_set, timeout=3, message="a stranger's feed was not refused")
+        assert isinstance(feed.error, refused), repr(feed.error)
+    finally:
+        feed.close()
 
     # Neither member nor stranger may delete the database or make another one;
     # a refused deletion leaves the server working (it wedged express-pouchdb).
@@ -192,7 +200,7 @@ def test_a_device_that_is_not_a_member_is_refused(couch, db, device, make_device
     # A wrong password and no credentials at all.
     for url in (url_with_credentials(couch.url, device.user, "wrong"), couch.url):
         with pytest.raises(couchdb.http.Unauthorized):
-            couchdb.Database(url + "/" + db.name.replace("/", "%2F"), session=session).info()
+            couchdb.Server(url, session=session).resource(db.name).get_json()
 
 
 def test_stalling_proxy_stalls_resumes_and_drops(couch, db, device):

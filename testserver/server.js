@@ -110,10 +110,9 @@ if (args.exitWithParent) {
 }
 
 // Some express-pouchdb error paths reject promises nobody handles; with no handler
-// node >= 15 would crash the whole server.  Log them and keep serving (the server
-// is also launched with --unhandled-rejections=warn).
-// Some error paths still hang instead of answering (a non-admin PUT /newdb, for
-// one): clients need timeouts.
+// node >= 15 would crash the whole server.  Log them and keep serving (node warns
+// by itself when launched with --unhandled-rejections=warn, as the tests do).
+// Such a request may never get an answer: every client call needs a timeout.
 const nodeWarns = process.execArgv.some((a) => a.startsWith('--unhandled-rejections'));
 process.on('unhandledRejection', (reason) => {
   if (!nodeWarns) {
@@ -204,6 +203,55 @@ app.disable('x-powered-by');
 // hand the selector to PouchDB through the query, which express-pouchdb passes on
 // to db.changes().  body-parser marks the request as parsed, so express-pouchdb's
 // own JSON parser leaves it alone and still finds doc_ids in req.body.
+// express-pouchdb answers a continuous or longpoll _changes request of a user who
+// may not read the database with 200 and then heartbeats only (the refusal is
+// lost in an unhandled rejection), so a client never learns it is locked out.
+// CouchDB refuses such a request up front: ask this server for the database with
+// the same credentials first and pass on any refusal.
+function refuseFeedsLikeCouchDB(req, res, next) {
+  const feed = req.query.feed;
+  if (feed !== 'continuous' && feed !== 'longpoll' && feed !== 'eventsource') {
+    next();
+    return;
+  }
+  const rawPath = req.originalUrl.split('?')[0];
+  const dbPath = rawPath.slice(0, rawPath.lastIndexOf('/_changes'));
+  const headers = { Accept: 'application/json' };
+  for (const name of ['authorization', 'cookie']) {
+    if (req.headers[name] !== undefined) {
+      headers[name] = req.headers[name];
+    }
+  }
+  let done = false;
+  const finish = (answer, body) => {
+    if (done) {
+      return;
+    }
+    done = true;
+    if (!answer || (answer.statusCode >= 200 && answer.statusCode < 300)) {
+      next();
+      return;
+    }
+    res.status(answer.statusCode);
+    res.set('Content-Type', answer.headers['content-type'] || 'application/json');
+    res.end(body);
+  };
+  const check = http.request({
+    host: HOST, port: server.address().port, method: 'GET', path: dbPath, headers,
+    timeout: 5000,
+  }, (answer) => {
+    const chunks = [];
+    answer.on('data', (chunk) => chunks.push(chunk));
+    answer.on('end', () => finish(answer, Buffer.concat(chunks)));
+    answer.on('error', () => finish(null));
+  });
+  check.on('timeout', () => check.destroy(new Error('timeout')));
+  check.on('error', () => finish(null));
+  check.end();
+}
+app.get(/^\/[^/]+\/_changes$/, refuseFeedsLikeCouchDB);
+app.post(/^\/[^/]+\/_changes$/, refuseFeedsLikeCouchDB);
+
 const changesBody = express.json({ limit: '16mb', type: () => true, strict: false });
 app.post(/^\/[^/]+\/_changes$/, changesBody, (req, res, next) => {
   const body = req.body;
@@ -249,6 +297,7 @@ app.put(/^\/[^/]+\/?$/, (req, res, next) => {
   next();
 });
 
+pouchApp.disable('x-powered-by');
 app.use(pouchApp);
 
 const server = http.createServer(app);

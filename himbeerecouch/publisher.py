@@ -1,0 +1,233 @@
+"""Tells the database what this device is doing: the heartbeat and the log documents.
+
+A thread of its own, so that a slow or absent server never blocks the loop.
+The loop hands it the newest state with :meth:`Publisher.submit` (only the
+latest counts); the thread writes the heartbeat document at most once a
+second after a change and at least every ``interval`` seconds, and the log
+documents of workers that printed at most every ``LOG_PERIOD`` seconds.  A
+write that fails is retried at the next turn; nothing else waits for it.
+
+The heartbeat goes through an ``insert_with_timestamp`` update handler, so
+that ``timestamp`` is the server's clock: the lab's ``nedm_default`` first (as
+the old agent did), then provisioning's ``himbeerecouch``; where neither
+exists, the device's clock, marked ``"timestamp_source": "device"``.
+"""
+import email.utils
+import logging
+import threading
+import time
+
+import couchdb.http
+
+from . import __version__, couch
+from .logbook import Logbook, iso
+from .systeminfo import ProcessMeter, device_info, ip_address
+
+log = logging.getLogger("himbeerecouch.publisher")
+
+STAMP_DESIGNS = ("nedm_default", "himbeerecouch")
+MIN_GAP = 1.0          # coalesce heartbeats of bursts of state changes
+LOG_PERIOD = 5.0
+RETRY = 5.0
+PROBE_AGAIN = 600.0    # look for an update handler again (after provisioning, say)
+
+
+def rfc1123(t=None):
+    """``Thu, 26 Nov 2026 23:30:00 GMT``, whatever the locale."""
+    return email.utils.formatdate(t, usegmt=True)
+
+
+class Publisher(threading.Thread):
+    def __init__(self, url, database, identity, interval, state_dir, interface=None):
+        super().__init__(name="publisher", daemon=True)
+        self.identity = identity
+        self.url, self.database = url, database
+        self.interval = interval
+        self.state_dir, self.interface = state_dir, interface
+        self.logbook = Logbook(identity.macid)
+        self.heartbeat_id = "%d_heartbeat" % identity.macid
+        self.started = time.time()
+        self._db = None
+        self._fields = None
+        self._changed = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._meter = ProcessMeter()
+        self._design = None           # the update handler that works, or "" for none
+        self._probed_at = 0.0
+        self._last_error = None
+        self._revs = {}               # doc id -> last rev we wrote
+        self._dropped_said = {}       # worker doc id -> dropped lines already reported
+
+    # ------------------------------------------------------------ called by the loop
+    def submit(self, fields):
+        """The newest state of the supervisor (a dict of heartbeat fields)."""
+        with self._lock:
+            self._fields, self._changed = fields, True
+        self._wake.set()
+
+    def retarget(self, url, database):
+        with self._lock:
+            self.url, self.database, self._db, self._design = url, database, None, None
+        self._wake.set()
+
+    def stop(self, final_fields=None):
+        """Write a last heartbeat (best effort, bounded) and end the thread."""
+        if final_fields is not None:
+            self.submit(final_fields)
+        self._stopping = True
+        self._wake.set()
+        self.join(timeout=5)
+
+    # ------------------------------------------------------------ the thread
+    def run(self):
+        next_beat = 0.0
+        next_logs = 0.0
+        last_beat = 0.0
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                changed, fields = self._changed, self._fields
+            due = fields is not None and (now >= next_beat or (changed and now - last_beat >= MIN_GAP))
+            if due or (self._stopping and changed):
+                with self._lock:
+                    self._changed = False
+                ok = self._beat(fields)
+                last_beat = now
+                next_beat = now + (self.interval if ok else min(RETRY, self.interval))
+                if not ok:
+                    with self._lock:
+                        self._changed = self._changed or changed
+            if now >= next_logs or self._stopping:
+                ok = self._write_logs()
+                next_logs = now + (LOG_PERIOD if ok else RETRY)
+            if self._stopping:
+                return
+            with self._lock:
+                changed = self._changed
+            wait = min(next_beat, next_logs) - time.monotonic()
+            if changed:
+                wait = min(wait, last_beat + MIN_GAP - time.monotonic())
+            self._wake.wait(max(0.05, wait))
+            self._wake.clear()
+
+    def _database(self):
+        if self._db is None:
+            self._db = couch.open_database(self.url, self.database, self.identity.user,
+                                           self.identity.password, timeout=10)
+        return self._db
+
+    def _failed(self, what, error):
+        text = "%s: %s" % (what, couch.describe(error))
+        if text != self._last_error:
+            log.warning("could not write %s; will retry", text)
+        self._last_error = text
+        return False
+
+    # ------------------------------------------------------------ heartbeat
+    def heartbeat_fields(self, fields):
+        doc = dict(fields)
+        pids = set()
+        for w in doc.get("workers", []):
+            w["cpu_percent"], w["rss_mb"] = self._meter.measure(w.get("pid"))
+            pids.add(w.get("pid"))
+        self._meter.forget_except(pids)
+        doc.update(device_info(self.state_dir))
+        doc.update({
+            "type": "heartbeat",
+            "macid": self.identity.macid,
+            "ip": ip_address(self.interface, self.url),
+            "version": __version__,
+            "uptime": int(time.time() - self.started),
+            "heartbeat_interval": self.interval,
+            "sent_at": iso(time.time()),
+            "logs_dropped": sum(f["dropped"] for _, f, _ in self.logbook.pending()),
+        })
+        return doc
+
+    def _beat(self, fields):
+        try:
+            doc = self.heartbeat_fields(fields)
+            db = self._database()
+            if self._design is None or time.monotonic() - self._probed_at > PROBE_AGAIN:
+                self._design = self._find_handler(db, doc)
+                if self._design:
+                    return self._ok()
+            if self._design:
+                doc["timestamp_source"] = "server"
+                couch.stamp_document(db, self._design, self.heartbeat_id, doc)
+            else:
+                self._save_with_device_clock(db, doc)
+            return self._ok()
+        except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
+            return self._failed("heartbeat", e)
+
+    def _find_handler(self, db, doc):
+        """Write ``doc`` through the first handler that exists; its name, or ''."""
+        self._probed_at = time.monotonic()
+        doc = dict(doc, timestamp_source="server")
+        for design in STAMP_DESIGNS:
+            try:
+                couch.stamp_document(db, design, self.heartbeat_id, doc)
+                log.info("heartbeat timestamps come from the server (_design/%s)", design)
+                return design
+            except couchdb.http.ResourceNotFound:
+                continue
+        log.info("no insert_with_timestamp handler in the database: "
+                 "heartbeat timestamps come from this device's clock")
+        return ""
+
+    def _save_with_device_clock(self, db, doc):
+        doc = dict(doc, timestamp=rfc1123(), timestamp_source="device",
+                   created_by=self.identity.user)
+        self._save(db, self.heartbeat_id, doc)
+
+    def _ok(self):
+        if self._last_error:
+            log.info("writing to the database works again")
+        self._last_error = None
+        return True
+
+    def _save(self, db, doc_id, fields):
+        """Save ``fields`` as ``doc_id``: with the last rev we wrote, else merged."""
+        rev = self._revs.get(doc_id)
+        if rev:
+            try:
+                doc = dict(fields, _id=doc_id, _rev=rev)
+                db.save(doc)
+                self._revs[doc_id] = doc["_rev"]
+                return
+            except couchdb.http.ResourceConflict:
+                pass
+
+        def merge(doc):
+            created_by = doc.get("created_by", self.identity.user)
+            doc.update(fields)
+            doc["created_by"] = created_by      # may never change
+            return doc
+        saved = couch.update_document(db, doc_id, merge)
+        self._revs[doc_id] = saved["_rev"]
+
+    # ------------------------------------------------------------ logs
+    def _write_logs(self):
+        pending = self.logbook.pending()
+        if not pending:
+            return True
+        try:
+            db = self._database()
+            for worker_doc_id, fields, count in pending:
+                doc_id = self.logbook.doc_id(worker_doc_id)
+                fields = dict(fields, type="%d_log" % self.identity.macid, doc_id=worker_doc_id,
+                              created_by=self.identity.user, updated_at=iso(time.time()))
+                self._save(db, doc_id, fields)
+                self.logbook.written(worker_doc_id, count)
+                said = self._dropped_said.get(worker_doc_id, 0)
+                if fields["dropped"] > said:
+                    log.warning("%s: %d log line(s) could not be kept for the database "
+                                "while it was unreachable", fields["name"],
+                                fields["dropped"] - said, extra={"doc_id": worker_doc_id})
+                    self._dropped_said[worker_doc_id] = fields["dropped"]
+            return self._ok()
+        except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
+            return self._failed("log documents", e)
