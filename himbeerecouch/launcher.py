@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import pwd
+import secrets
 
 from .sandbox import proctree
 from .sandbox.environment import worker_environment
@@ -29,7 +30,8 @@ class Launcher:
         # Every process of every worker of this device carries a tag that
         # starts with this prefix, even after it left the worker's session.
         self.device_prefix = "%d/" % macid
-        self.run_prefix = "%s%d/" % (self.device_prefix, os.getpid())
+        # Unique per run: a guardian of an earlier run must never match our workers.
+        self.run_prefix = "%s%d-%s/" % (self.device_prefix, os.getpid(), secrets.token_hex(4))
         self.database = database          # {"url", "name", "user", "password"}
         self.user = None
         self.home = None

@@ -229,7 +229,8 @@ class Supervisor:
             for line in "".join(traceback.format_stack(frame)).rstrip().splitlines():
                 log.info("stack of thread %d: %s", ident, line)
         for w in self.workers.values():
-            if w.state in ACTIVE:
+            # Before "running" the worker may not have its handler yet: SIGUSR1 would kill it.
+            if w.state == State.RUNNING:
                 self.launcher.interrupt(w, signal.SIGUSR1)
 
     # ----------------------------------------------------------- events

@@ -1,0 +1,129 @@
+"""Command documents against the real server: run exactly as asked, or say why not."""
+import os
+import signal
+import time
+
+import psutil
+
+from helpers import wait_for
+
+from himbeerecouch.logbook import iso  # noqa: F401  (format reference)
+
+
+def command(db, device, doc_id, cmd, **fields):
+    doc = {"_id": doc_id, "type": "%d_cmd" % device.macid, "cmd": cmd}
+    doc.update(fields)
+    db.admin.save(doc)
+    return doc_id
+
+
+def result(db, doc_id, timeout=20):
+    return wait_for(lambda: (lambda d: d if ("ret" in d or "error" in d) else None)(db.admin[doc_id]),
+                    timeout=timeout, message="result of %s" % doc_id)
+
+
+def test_command_result_and_exit_code(db, device, start_agent):
+    agent = start_agent(device)
+    command(db, device, "c1", ["sh", "-c", "echo out; echo err >&2; exit 4"])
+    doc = result(db, "c1")
+    assert doc["ret"] == ["out\n", "err\n"]
+    assert doc["exit_code"] == 4 and "error" not in doc
+    assert doc["started_at"] <= doc["finished_at"] and doc["started_at"].endswith("Z")
+    assert doc["claimed_by"] == device.user
+    assert agent.find_lines(r"command c1: exit code 4")
+
+
+def test_huge_output_is_capped_with_a_marker(db, device, start_agent):
+    start_agent(device)
+    command(db, device, "big", ["python3", "-c",
+                                "import sys; sys.stdout.write('y' * (10 * 1024 * 1024)); "
+                                "sys.stderr.buffer.write(b'caf\\xe9 \\xff')"])
+    doc = result(db, "big", timeout=60)
+    out, err = doc["ret"]
+    assert out.startswith("y" * 1000)
+    assert "[... output truncated: %d more bytes]" % (10 * 1024 * 1024 - 256 * 1024) in out
+    assert len(out) < 300 * 1024
+    assert err == "caf\\xe9 \\xff"           # not UTF-8, still readable
+    assert doc["exit_code"] == 0
+
+
+def test_timeout_kills_the_whole_tree(db, device, start_agent):
+    start_agent(device)
+    command(db, device, "slow", ["sh", "-c", "sleep 1000 & echo child $!; sleep 1000"],
+            timeout=1)
+    doc = result(db, "slow")
+    assert doc["error"].startswith("timed out after 1 s")
+    assert doc["exit_code"] == -signal.SIGKILL
+    child = int(doc["ret"][0].split()[1])
+    wait_for(lambda: not psutil.pid_exists(child) or
+             psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
+             message="the command's own child was killed")
+
+
+def test_wrong_commands_say_why(db, device, start_agent, tmp_path):
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    start_agent(device)
+    command(db, device, "missing", ["no-such-program-xyz"])
+    command(db, device, "notlist", "uptime")
+    command(db, device, "empty", [])
+    command(db, device, "numbers", ["echo", 1])
+    command(db, device, "badtimeout", ["true"], timeout="soon")
+    command(db, device, "noexec", [str(script)])
+    assert result(db, "missing")["error"] == "program not found: no-such-program-xyz"
+    for doc_id in ("notlist", "empty", "numbers"):
+        assert "'cmd' must be a non-empty list of strings" in result(db, doc_id)["error"]
+    assert "'timeout' must be a positive number" in result(db, "badtimeout")["error"]
+    assert result(db, "noexec")["error"] == "permission denied: %s" % script
+    assert result(db, "missing")["ret"][1] == "program not found: no-such-program-xyz"
+
+
+def test_commands_run_in_parallel_without_blocking_workers(db, device, start_agent):
+    db.admin.save({"_id": "w", "type": device.macid, "name": "ticker",
+                   "code": "import time\ndef main():\n    while not should_quit():\n"
+                           "        log('tick')\n        time.sleep(0.2)\n"})
+    agent = start_agent(device)
+    agent.wait_line(r"\[ticker\] tick")
+    for i in range(3):
+        command(db, device, "p%d" % i, ["sleep", "2"])
+    docs = [result(db, "p%d" % i) for i in range(3)]
+    # All three overlap: each started before any finished.
+    assert max(d["started_at"] for d in docs) <= min(d["finished_at"] for d in docs)
+    mark = agent.mark()
+    agent.wait_line(r"\[ticker\] tick", after=mark)
+
+
+def test_killed_between_claim_and_result_is_interrupted_not_rerun(db, device, start_agent,
+                                                                   tmp_path):
+    marker = tmp_path / "runs"
+    agent = start_agent(device, state_dir=tmp_path / "state")
+    command(db, device, "once", ["sh", "-c", "echo run >> %s; sleep 1000" % marker])
+    wait_for(lambda: marker.exists() and db.admin["once"].get("claimed_at"),
+             message="command claimed and running")
+    agent.proc.kill()
+    agent.proc.wait()
+    wait_for(lambda: not [p for p in psutil.process_iter(["cmdline"])
+                          if p.info["cmdline"] and str(marker) in " ".join(p.info["cmdline"])],
+             message="the command died with the supervisor (no orphan)")
+    again = start_agent(device, state_dir=tmp_path / "state")
+    doc = result(db, "once")
+    assert doc["error"].startswith("interrupted")
+    again.wait_line(r"following")
+    assert marker.read_text() == "run\n"
+
+
+def test_commands_stored_while_offline_run_when_back(db, device, start_agent, tmp_path):
+    from couchserver import StallingProxy
+    import urllib.parse
+    port = urllib.parse.urlsplit(db.url).port
+    with StallingProxy(port) as proxy:
+        agent = start_agent(device, url=proxy.url)
+        agent.wait_line(r"code document\(s\) for this device")
+        proxy.stall()
+        proxy.drop()
+        command(db, device, "later", ["echo", "back"])
+        agent.wait_line(r"database unreachable", timeout=20)
+        assert "ret" not in db.admin["later"]
+        proxy.resume()
+        assert result(db, "later", timeout=60)["ret"][0] == "back\n"
