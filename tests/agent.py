@@ -23,8 +23,9 @@ TITLE = "himbeerecouch: "
 
 class Agent:
     def __init__(self, url, database, device, state_dir, args=(), stop_timeout=3,
-                 feed_heartbeat=1):
+                 feed_heartbeat=1, python=None):
         self.url, self.database, self.device = url, database, device
+        self.python = python or sys.executable   # the interpreter that runs the agent
         self.state_dir = str(state_dir)
         self.args = list(args)
         self.stop_timeout, self.feed_heartbeat = stop_timeout, feed_heartbeat
@@ -42,7 +43,7 @@ class Agent:
         return self.proc.pid
 
     def command(self):
-        return [sys.executable, "-m", "himbeerecouch", "run",
+        return [self.python, "-m", "himbeerecouch", "run",
                 "--server", self.url, "--database", self.database,
                 "--macid", str(self.device.macid), "--serial", self.device.serial,
                 "--state-dir", self.state_dir,
@@ -53,7 +54,10 @@ class Agent:
 
     def start(self):
         os.makedirs(self.state_dir, exist_ok=True)
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE,
+        # Another interpreter (an installed copy of the agent) runs from "/": in
+        # the working folder, the source tree would shadow the installed package.
+        cwd = None if self.python == sys.executable else "/"
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, cwd=cwd,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -13,10 +13,13 @@ def start_agent(couch, db, tmp_path):
     """
     agents = []
 
-    def start(device, args=(), stop_timeout=3, feed_heartbeat=1, state_dir=None, url=None):
+    def start(device, args=(), stop_timeout=3, feed_heartbeat=1, state_dir=None, url=None,
+              database=None,
+              python=None):
         state = state_dir or tmp_path / ("state-%d" % len(agents))
-        agent = Agent(url or couch.url, db.name, device, state, args=args,
-                      stop_timeout=stop_timeout, feed_heartbeat=feed_heartbeat)
+        agent = Agent(url or couch.url, database or db.name, device, state, args=args,
+                      stop_timeout=stop_timeout, feed_heartbeat=feed_heartbeat,
+                      python=python)
         agents.append(agent)
         return agent.start()
 

@@ -1,0 +1,159 @@
+"""Drop-in for an existing nEDM database: what the lab's web page sees, through its views only.
+
+The database carries design documents that behave like the nEDM interface's
+(tests/nedm.py).  A physicist writes code documents the way the page does
+(through ``insert_with_timestamp``, whole-document saves, a deletion); the
+agent runs as a device user with the role ``raspberries_writer``.
+"""
+import email.utils
+import secrets
+
+import couchdb
+import pytest
+
+import nedm
+from helpers import url_with_credentials, wait_for
+
+from himbeerecouch import couch as couchlib
+from himbeerecouch.identity import device_password
+
+DB = "nedm/raspberries"
+
+LOOP = ("import time\ndef main():\n    log('%s started')\n"
+        "    while not should_quit():\n        time.sleep(0.05)\n")
+
+
+class Lab:
+    def __init__(self, couch):
+        self.couch = couch
+        self.users = couch.admin["_users"]
+        self.created = []
+        if DB in couch.admin:
+            del couch.admin[DB]
+        self.admin = couch.admin.create(DB)
+        nedm.install(self.admin)
+
+    def user(self, name, password, roles):
+        doc = {"_id": "org.couchdb.user:" + name, "type": "user", "name": name,
+               "roles": roles, "password": password}
+        old = self.users.get(doc["_id"])
+        if old:
+            doc["_rev"] = old["_rev"]
+        self.users.save(doc)
+        self.created.append(doc["_id"])
+        return couchlib.open_database(self.couch.url, DB, name, password)
+
+    def close(self):
+        for doc_id in self.created:
+            doc = self.users.get(doc_id)
+            if doc:
+                self.users.delete(doc)
+        del self.couch.admin[DB]
+
+
+class Pi:
+    def __init__(self, macid, serial):
+        self.macid, self.serial = macid, serial
+        self.user = str(macid)
+        self.password = device_password(macid, serial)
+
+
+@pytest.fixture
+def lab(couch):
+    lab = Lab(couch)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def pi(lab):
+    pi = Pi(0xB827EB000000 + secrets.randbits(24), secrets.token_hex(8))
+    lab.user(pi.user, pi.password, ["raspberries_writer"])
+    return pi
+
+
+@pytest.fixture
+def page(lab):
+    """The web page, logged in as a physicist."""
+    return lab.user("physicist", "pw-" + secrets.token_hex(4), ["raspberries_writer"])
+
+
+def heartbeat_rows(lab):
+    return lab.admin.view("document_type/document_type", reduce=False,
+                          startkey=["heartbeat"], endkey=["heartbeat", {}]).rows
+
+
+def running(lab, pi):
+    """What the page shows for a device: (timestamp, ip, running ids)."""
+    rows = lab.admin.view("raspberry_def/running_processes", reduce=False,
+                          startkey=[pi.user], endkey=[pi.user, {}]).rows
+    ips = [r.key[2] for r in rows if r.key[2] is not None]
+    ids = sorted(r.value["_id"] for r in rows if r.key[2] is None)
+    stamp = rows[0].key[1] if rows else None
+    return stamp, ips, ids
+
+
+def test_the_page_sees_the_device_and_its_scripts(lab, pi, page, start_agent):
+    # A new script, created the way the page creates one.
+    couchlib.stamp_document(page, "nedm_default", "script-a",
+                            {"type": pi.macid, "name": "script a", "code": LOOP % "a",
+                             "modules": {}})
+    agent = start_agent(pi, database=DB)
+    agent.wait_line(r"\[script a\] a started")
+    agent.wait_line(r"heartbeat timestamps come from the server \(_design/nedm_default\)")
+    rows = wait_for(lambda: [r for r in heartbeat_rows(lab) if r.id == "%d_heartbeat" % pi.macid],
+                    message="device listed from its heartbeat")
+    assert rows[0].key[0] == "heartbeat" and rows[0].key[1] >= 2026
+    stamp, ips, ids = wait_for(lambda: (lambda r: r if r[2] == ["script-a"] else None)(running(lab, pi)),
+                               message="script a among the running ids")
+    assert ips == ["127.0.0.1"]
+    assert email.utils.parsedate_to_datetime(stamp).year >= 2026   # new Date(timestamp) works
+    hb = lab.admin["%d_heartbeat" % pi.macid]
+    assert hb["created_by"] == pi.user and hb["timestamp_source"] == "server"
+    assert hb["workers"][0]["state"] == "running"                 # the richer fields ride along
+
+    # Code rows of the device, as the page lists them (key starts with the MacID).
+    code_rows = lab.admin.view("document_type/document_type", reduce=False,
+                               startkey=[pi.macid], endkey=[pi.macid, {}]).rows
+    assert [r.id for r in code_rows] == ["script-a"]
+
+    # An edit saved as a whole document.
+    doc = page["script-a"]
+    doc["code"] = LOOP % "a2"
+    page.save(doc)
+    agent.wait_line(r"\[script a\] a2 started")
+
+    # A "global export" document: only global_modules; its modules reach the others.
+    couchlib.stamp_document(page, "nedm_default", "exports",
+                            {"type": pi.macid, "name": "exports",
+                             "global_modules": {"labconst": "ANSWER = 42\n"}})
+    couchlib.stamp_document(page, "nedm_default", "script-b",
+                            {"type": pi.macid, "name": "script b",
+                             "code": "import labconst\n" + (LOOP % "b").replace(
+                                 "'b started'", "'b started', labconst.ANSWER"),
+                             "modules": {}})
+    agent.wait_line(r"\[script b\] b started 42")
+    wait_for(lambda: running(lab, pi)[2] == ["script-a", "script-b"],
+             message="two running scripts, the export runs nothing")
+
+    # A deletion, as the page does it.
+    page.delete(page["script-a"])
+    wait_for(lambda: running(lab, pi)[2] == ["script-b"], message="deleted script gone")
+    assert agent.worker("script-a") is None
+
+
+def test_commands_and_logs_pass_the_labs_rules(lab, pi, page, start_agent):
+    agent = start_agent(pi, database=DB)
+    couchlib.stamp_document(page, "nedm_default", "cmd-1",
+                            {"type": "%d_cmd" % pi.macid, "cmd": ["echo", "hi"]})
+    doc = wait_for(lambda: (lambda d: d if "ret" in d else None)(lab.admin["cmd-1"]),
+                   message="command result written under the lab's validation")
+    assert doc["ret"][0] == "hi\n" and doc["created_by"] == "physicist"
+    couchlib.stamp_document(page, "nedm_default", "chatty",
+                            {"type": pi.macid, "name": "chatty", "restart": "never",
+                             "code": "def main():\n    log('hello lab')\n"})
+    wait_for(lambda: lab.admin.get("%d_log_chatty" % pi.macid), timeout=20,
+             message="log document accepted by the lab's validation")
+    assert not agent.find_lines(r"could not write")
