@@ -271,6 +271,9 @@ class Commands:
             os.unlink(self._result_path(doc_id))
         except OSError:
             pass
+        # Delivered: the document now has a result, so it is never offered again,
+        # and forgetting it keeps memory flat however many commands come.
+        self._release(doc_id)
 
 
 def failure(error, started=None):

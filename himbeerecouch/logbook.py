@@ -63,6 +63,11 @@ class Logbook:
                                          "dropped": log.dropped}, log.unwritten))
         return out
 
+    def dropped(self):
+        """Lines of all workers that never reached the database."""
+        with self._lock:
+            return sum(log.dropped for log in self._logs.values())
+
     def written(self, doc_id, count):
         with self._lock:
             log = self._logs.get(doc_id)

@@ -142,7 +142,7 @@ class Publisher(threading.Thread):
             "uptime": int(time.time() - self.started),
             "heartbeat_interval": self.interval,
             "sent_at": iso(time.time()),
-            "logs_dropped": sum(f["dropped"] for _, f, _ in self.logbook.pending()),
+            "logs_dropped": self.logbook.dropped(),
         })
         return doc
 
