@@ -26,23 +26,43 @@ def save(path, macid, database, docs):
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents-", suffix=".tmp")
     except OSError as e:
-        log.error("cannot write the document cache in %s: %s", folder, e.strerror)
+        log.error("cannot write the document cache in %s: %s", folder, e.strerror or e)
         return False
+    done = False
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, ensure_ascii=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        done = True
+        _sync_folder(folder)
         return True
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, TypeError) as e:
+        # TypeError: something in docs is not JSON (json.dump fails half-way).
         log.error("cannot write the document cache %s: %s", path,
                   getattr(e, "strerror", None) or e)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return False
+    finally:
+        if not done:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _sync_folder(folder):
+    """Make the rename itself survive a power cut (the Pi's SD card)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(path, macid, database):

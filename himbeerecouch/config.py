@@ -7,9 +7,12 @@ tool's ``/etc/rspby/server``: one line, the URL).  SIGHUP makes the
 supervisor call :func:`load` again with the same command line.
 """
 import configparser
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit, urlunsplit
+
+from .documents import LIMIT_MAX
 
 DEFAULT_SERVER_FILE = "/etc/rspby/server"
 DEFAULT_CONFIG_FILE = "/etc/rspby/himbeerecouch.conf"
@@ -49,6 +52,10 @@ class Config:
 
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Config)}
+# Zero makes no sense for these: a limit of 0 would stop every worker before
+# it starts, a zero period would make the agent spin.
+_POSITIVE = frozenset({"memory_mb", "cpu_seconds", "nofile", "feed_heartbeat",
+                       "heartbeat_interval"})
 
 
 def _convert(key, value):
@@ -66,10 +73,16 @@ def _convert(key, value):
                 return False
             raise ValueError(value)
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError("%s: %r is not a valid %s" % (key, value, kind.__name__)) from None
+    if not math.isfinite(number):
+        raise ConfigError("%s: %r is not a finite number" % (key, value))
     if number < 0:
         raise ConfigError("%s: must not be negative" % key)
+    if number == 0 and key in _POSITIVE:
+        raise ConfigError("%s: must be positive" % key)
+    if key in LIMIT_MAX and number > LIMIT_MAX[key]:
+        raise ConfigError("%s: must be at most %d" % (key, LIMIT_MAX[key]))
     return number
 
 
@@ -107,7 +120,11 @@ def read_server_file(path):
 
 
 def check_server_url(url):
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise ConfigError("server URL %r is not usable: %s" % (redact(url), e)) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("server URL must look like http://host:5984, not %r" % redact(url))
     return url.rstrip("/")
@@ -121,9 +138,10 @@ def redact(url):
         return "<unparsable URL>"
     if parts.password is None:
         return url
-    netloc = "%s:***@%s" % (parts.username, parts.hostname)
-    if parts.port:
-        netloc += ":%d" % parts.port
+    # The host and port exactly as written (brackets of an IPv6 address
+    # included, a bad port too): only the credentials change.
+    hostport = parts.netloc.rpartition("@")[2]
+    netloc = "%s:***@%s" % (parts.username, hostport)
     return urlunsplit(parts._replace(netloc=netloc))
 
 

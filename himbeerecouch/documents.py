@@ -17,6 +17,9 @@ MAIN_MODULE = "main"
 RESTART_POLICIES = ("on-failure", "always", "never")
 DEFAULT_RESTART = "on-failure"
 LIMIT_KEYS = ("memory_mb", "cpu_seconds", "nofile")
+# Beyond these a limit is a typo, and the kernel could not take it anyway
+# (the runner would fail with an overflow instead of a clear message).
+LIMIT_MAX = {"memory_mb": 1 << 30, "cpu_seconds": 10 ** 9, "nofile": 1 << 30}
 # A code document is source text; megabytes of it are a mistake (data pasted
 # into the editor), and every byte is written to disk at each start.
 MAX_SOURCE_BYTES = 1024 * 1024
@@ -105,6 +108,10 @@ def _limits(doc, defaults):
             continue
         if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
             raise BadDocument("limits.%s must be a positive number, not %r" % (key, number))
+        if not 1 <= number <= LIMIT_MAX[key]:
+            # 0.5 would become 0, which the runner refuses; 1e30 overflows.
+            raise BadDocument("limits.%s must be between 1 and %d, not %r"
+                              % (key, LIMIT_MAX[key], number))
         limits[key] = int(number)
     return limits
 

@@ -11,6 +11,8 @@ import logging
 import os
 import pwd
 import secrets
+import subprocess
+import sys
 
 from .sandbox import proctree
 from .sandbox.environment import worker_environment
@@ -18,6 +20,47 @@ from .sandbox.importdir import make_import_dir, remove_import_dir, remove_stale_
 from .sandbox.spawn import spawn_worker
 
 log = logging.getLogger("himbeerecouch.launcher")
+
+PROBE_TIMEOUT = 30.0
+
+# Run as the worker user: can it reach the import folders, and import the runner?
+_PROBE_NO_ENTRY = 3
+_PROBE = """
+import os, sys
+try:
+    os.chdir(sys.argv[1])
+except OSError as e:
+    sys.stderr.write(e.strerror + "\\n")
+    sys.exit(%d)
+os.chdir("/")
+import himbeerecouch.runner
+""" % _PROBE_NO_ENTRY
+
+
+def _first_closed(path, uid, gids):
+    """The first folder on the way to ``path`` that ``uid`` may not search."""
+    import stat
+
+    current = "/"
+    for part in [p for p in path.split(os.sep) if p]:
+        try:
+            st = os.stat(current)
+        except OSError:
+            return current
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return current
+        current = os.path.join(current, part)
+    return path
+
+
+class LaunchError(RuntimeError):
+    """Workers cannot be started at all as configured; the message says why."""
 
 
 class Launcher:
@@ -32,6 +75,7 @@ class Launcher:
         self.device_prefix = "%d/" % macid
         # Unique per run: a guardian of an earlier run must never match our workers.
         self.run_prefix = "%s%d-%s/" % (self.device_prefix, os.getpid(), secrets.token_hex(4))
+        self.state_dir = state_dir
         self.database = database          # {"url", "name", "user", "password"}
         self.user = None
         self.home = None
@@ -39,16 +83,68 @@ class Launcher:
         if worker_user:
             self.set_worker_user(worker_user)
         os.makedirs(self.import_base, mode=0o711, exist_ok=True)
+        if self.user is not None:
+            self._open_for_worker_user()
 
     def set_worker_user(self, name):
         """Run workers as ``name``; only possible when the supervisor is root."""
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
-            raise ValueError("worker user %r does not exist" % name) from None
+            raise LaunchError("worker user %r does not exist" % name) from None
         if os.geteuid() != 0:
-            raise ValueError("--worker-user needs the supervisor to run as root")
+            raise LaunchError("--worker-user needs the supervisor to run as root")
         self.user, self.home = entry, entry.pw_dir
+
+    def _open_for_worker_user(self):
+        """Let the worker user reach its import folders, and nothing else here.
+
+        The state folder and the import base become 0711: another user may
+        pass through to the folder of its own worker (0700, its own), but may
+        list neither, and the supervisor's files in them (document cache,
+        command results) stay 0600/0700.  ``makedirs`` modes are cut by the
+        umask (systemd's ``UMask=0077`` would lock the worker out), so set
+        them explicitly.  Then prove it: start the worker interpreter once as
+        that user in the import base; a worker user that cannot even start
+        is a configuration error to report now, in one clear line, rather
+        than a worker failing with "Permission denied" forever.
+        """
+        for folder in (self.state_dir, self.import_base):
+            try:
+                if os.stat(folder).st_uid == os.geteuid():
+                    os.chmod(folder, 0o711)
+            except OSError as e:
+                raise LaunchError("cannot prepare %s for the worker user: %s"
+                                  % (folder, e.strerror)) from None
+        name = self.user.pw_name
+        groups = [g for g in os.getgrouplist(name, self.user.pw_gid) if g != self.user.pw_gid]
+        try:
+            probe = subprocess.run(
+                [sys.executable, "-I", "-c", _PROBE, self.import_base],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=groups,
+                close_fds=True, timeout=PROBE_TIMEOUT)
+        except OSError as e:
+            raise LaunchError(
+                "worker user %s cannot run the interpreter %s (%s): install himbeerecouch "
+                "where that user can read and execute it (not under /root)"
+                % (name, sys.executable, e.strerror)) from None
+        except subprocess.TimeoutExpired:
+            raise LaunchError("the interpreter did not start as worker user %s within %.0f s"
+                              % (name, PROBE_TIMEOUT)) from None
+        lines = probe.stderr.decode("utf-8", "replace").strip().splitlines()
+        last = lines[-1] if lines else "exit code %d" % probe.returncode
+        if probe.returncode == _PROBE_NO_ENTRY:
+            closed = _first_closed(self.import_base, self.user.pw_uid,
+                                   set(groups) | {self.user.pw_gid})
+            raise LaunchError(
+                "worker user %s cannot enter %s (%s; %s is not searchable by it): every "
+                "folder above the state folder must be, or choose another --state-dir"
+                % (name, self.import_base, last, closed))
+        if probe.returncode != 0:
+            raise LaunchError("as worker user %s, %s cannot import himbeerecouch: %s"
+                              % (name, sys.executable, last))
 
     def cleanup_leftovers(self):
         """End the processes and remove the import folders of earlier runs."""
@@ -113,3 +209,4 @@ class Launcher:
         if worker.import_dir:
             remove_import_dir(worker.import_dir)
         worker.process = worker.tag = worker.import_dir = None
+        return leftovers

@@ -54,8 +54,12 @@ class TransitionError(RuntimeError):
 
 
 def backoff_delay(failures):
-    """Seconds to wait before start number ``failures`` after a failure: 1, 2, 4 ... 60."""
-    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(failures - 1, 0))
+    """Seconds to wait before start number ``failures`` after a failure: 1, 2, 4 ... 60.
+
+    The exponent is capped: a worker that has failed for days (thousands of
+    failures) must not overflow the float and take the supervisor down.
+    """
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(max(failures - 1, 0), 32))
 
 
 def after_exit(policy, exit_code):

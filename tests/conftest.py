@@ -21,14 +21,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from couchserver import CouchServer  # noqa: E402
-from helpers import url_with_credentials  # noqa: E402
-
-from himbeerecouch import identity  # noqa: E402
+from helpers import (DEVICE_ROLE, Device, create_device_user,  # noqa: E402,F401
+                     grant_members, random_macid)
 
 pytest_plugins = ["agent_fixtures"]
-
-DEVICE_ROLE = "raspberry"
-PI_OUI = 0xB827EB000000  # Raspberry Pi Foundation
 
 
 def _split_credentials(url):
@@ -73,22 +69,6 @@ class DatabaseHandle:
         self.url = url
 
 
-class Device:
-    """A device user: ``macid`` (int), ``serial``, ``user``, ``password``, ``url``
-    (the server's URL with the device's credentials)."""
-
-    def __init__(self, macid, serial, password, url, roles):
-        self.macid = macid
-        self.serial = serial
-        self.user = identity.device_user(macid)
-        self.password = password
-        self.url = url
-        self.roles = list(roles)
-
-    def __repr__(self):
-        return "Device(macid=%d, user=%r)" % (self.macid, self.user)
-
-
 @pytest.fixture(scope="session")
 def couch():
     external = os.environ.get("COUCHDB_URL")
@@ -116,10 +96,6 @@ def db(couch):
             pass
 
 
-def random_macid():
-    return PI_OUI + secrets.randbits(24)
-
-
 @pytest.fixture
 def make_device(couch, db):
     """``make_device(macid=None, serial=None, roles=("raspberry",))`` -> Device.
@@ -129,22 +105,12 @@ def make_device(couch, db):
     """
     users = couch.admin["_users"]
     created = []
-
-    security = {"admins": {"names": [], "roles": []},
-                "members": {"names": [], "roles": [DEVICE_ROLE]}}
-    if db.admin.security != security:
-        db.admin.security = security
+    grant_members(db.admin, DEVICE_ROLE)
 
     def make(macid=None, serial=None, roles=(DEVICE_ROLE,)):
-        macid = random_macid() if macid is None else int(macid)
-        serial = secrets.token_hex(8) if serial is None else serial
-        password = identity.device_password(macid, serial)
-        user = identity.device_user(macid)
-        doc = {"_id": "org.couchdb.user:" + user, "type": "user", "name": user,
-               "roles": list(roles), "password": password}
-        users.save(doc)
-        created.append(doc["_id"])
-        return Device(macid, serial, password, url_with_credentials(couch.url, user, password), roles)
+        device = create_device_user(users, couch.url, macid, serial, roles)
+        created.append("org.couchdb.user:" + device.user)
+        return device
 
     try:
         yield make

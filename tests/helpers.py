@@ -1,5 +1,6 @@
 """Small helpers for the tests: polling with a deadline, reading a _changes feed."""
 import queue
+import secrets
 import socket
 import threading
 import time
@@ -8,7 +9,53 @@ import urllib.parse
 import couchdb
 import couchdb.http
 
+from himbeerecouch import identity
+
 _NOTHING = object()
+
+DEVICE_ROLE = "raspberry"
+PI_OUI = 0xB827EB000000  # Raspberry Pi Foundation
+
+
+class Device:
+    """A device user: ``macid`` (int), ``serial``, ``user``, ``password``, ``url``
+    (the server's URL with the device's credentials)."""
+
+    def __init__(self, macid, serial, password, url, roles):
+        self.macid = macid
+        self.serial = serial
+        self.user = identity.device_user(macid)
+        self.password = password
+        self.url = url
+        self.roles = list(roles)
+
+    def __repr__(self):
+        return "Device(macid=%d, user=%r)" % (self.macid, self.user)
+
+
+def random_macid():
+    return PI_OUI + secrets.randbits(24)
+
+
+def grant_members(database, role=DEVICE_ROLE):
+    """Make ``role`` the members of ``database`` (a ``couchdb.Database`` as admin)."""
+    security = {"admins": {"names": [], "roles": []},
+                "members": {"names": [], "roles": [role]}}
+    if database.security != security:
+        database.security = security
+
+
+def create_device_user(users, url, macid=None, serial=None, roles=(DEVICE_ROLE,)):
+    """Create the ``_users`` document of a device (``users``: the ``_users``
+    database as admin) with the password the agent computes; return a Device.
+    ``url`` is the server's URL without credentials."""
+    macid = random_macid() if macid is None else int(macid)
+    serial = secrets.token_hex(8) if serial is None else serial
+    password = identity.device_password(macid, serial)
+    user = identity.device_user(macid)
+    users.save({"_id": "org.couchdb.user:" + user, "type": "user", "name": user,
+                "roles": list(roles), "password": password})
+    return Device(macid, serial, password, url_with_credentials(url, user, password), roles)
 
 
 def url_with_credentials(url, user, password):
@@ -138,3 +185,35 @@ class ChangesFeed:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# ------------------------------------------------------------------ documents
+LOOP = """
+import time
+def main():
+    log("%(tag)s started")
+    while not should_quit():
+        time.sleep(0.05)
+    log("%(tag)s quitting")
+"""
+
+
+def loop_code(tag):
+    """A worker that logs ``<tag> started``, runs until asked to quit, then
+    logs ``<tag> quitting``."""
+    return LOOP % {"tag": tag}
+
+
+def put_doc(database, doc_id, **fields):
+    """Create or replace a document (``database``: a ``couchdb.Database`` as
+    admin) the way the web page saves it: every field replaced."""
+    doc = database.get(doc_id) or {"_id": doc_id}
+    for key in [k for k in doc if not k.startswith("_")]:
+        del doc[key]
+    doc.update(fields)
+    database.save(doc)
+    return doc
+
+
+def delete_doc(database, doc_id):
+    database.delete(database[doc_id])

@@ -9,7 +9,6 @@ import signal
 import time
 
 import psutil
-import pytest
 
 from helpers import wait_for
 
@@ -254,22 +253,6 @@ def test_memory_limit_and_clean_environment(db, device, start_agent, monkeypatch
     values = agent.wait_line(r"\[env\] values ")
     assert "HIMBEERECOUCH_TEST_SECRET" not in env_line
     assert device.password not in values and "s3cret-token" not in values
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
-def test_worker_user(db, device, start_agent, tmp_path):
-    import pwd
-    nobody = pwd.getpwnam("nobody")
-    # The state folder must be reachable for the worker user.
-    state = tmp_path / "state"
-    state.mkdir()
-    for p in [tmp_path] + list(tmp_path.parents):
-        if str(p).startswith("/tmp/"):
-            os.chmod(p, os.stat(p).st_mode | 0o011)
-    put(db, "who", type=device.macid, name="who", restart="never",
-        code="import os\ndef main():\n    log('uid', os.getuid(), 'gid', os.getgid())\n")
-    agent = start_agent(device, args=["--worker-user", "nobody"], state_dir=state)
-    agent.wait_line(r"\[who\] uid %d gid %d" % (nobody.pw_uid, nobody.pw_gid))
 
 
 # --------------------------------------------------------------- 8. signals
