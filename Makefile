@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYSTAMP := $(VENV)/.installed
 NODESTAMP := testserver/node_modules/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench deploy clean
 
 setup: $(PYSTAMP) $(NODESTAMP)
 
@@ -28,8 +28,20 @@ test: setup
 demo: setup
 	$(PY) testserver/demo.py
 
+# One table, also written into bench/RESULTS.md; under 10 minutes on 2 cores.
+# SOAK: seconds of the soak phase (the issue's full soak: make bench SOAK=600,
+# which alone takes the whole 10 minutes).
+SOAK ?= 180
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py --soak $(SOAK)
+
+# Install the agent, its service file and the server file into a netboot root
+# folder, without touching this machine (logic: himbeerecouch/deploy.py):
+#   make deploy NFSROOT=/srv/nfs/pi [SERVER=http://couch.lab:5984]
+#               [SERVICE=systemd|supervisord|sysv|none]
+deploy: $(PYSTAMP)
+	$(PY) -m himbeerecouch.deploy --source "$(CURDIR)" --root "$(NFSROOT)" \
+		$(if $(SERVER),--server "$(SERVER)") $(if $(SERVICE),--service "$(SERVICE)")
 
 clean:
 	rm -rf $(VENV) testserver/node_modules *.egg-info

@@ -7,6 +7,7 @@ can make become one clear line and a non-zero exit status, never a traceback.
 import argparse
 import logging
 import sys
+from dataclasses import replace
 
 from . import __version__
 from . import config as configuration
@@ -67,6 +68,12 @@ def build_run_parser(sub):
                    help="seconds between heartbeat documents (default: 10)")
     p.add_argument("--feed-heartbeat", type=_positive_float,
                    help="seconds between keep-alive lines of the changes feed (default: 5)")
+    p.add_argument("--answer-discovery", action="store_const", const=True, default=None,
+                   help="keep answering discovery broadcasts once a server is configured")
+    p.add_argument("--discovery-port", type=int, default=53000,
+                   help="UDP port of discovery broadcasts (default: %(default)s)")
+    p.add_argument("--discovery-address", default="",
+                   help="address to listen on for discovery broadcasts (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(func=cmd_run)
     return p
@@ -74,7 +81,7 @@ def build_run_parser(sub):
 
 RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
                 "interface", "state_dir", "stop_timeout", "worker_user",
-                "heartbeat_interval", "feed_heartbeat")
+                "heartbeat_interval", "feed_heartbeat", "answer_discovery")
 
 
 def cmd_run(args):
@@ -95,11 +102,43 @@ def cmd_run(args):
         setproctitle.setproctitle("himbeerecouch: supervisor %d" % identity.macid)
     except ImportError:
         pass
+    config = _discovery_step(args, config, identity, overrides)
+    if config is None:
+        return 0
     supervisor = Supervisor(config, identity, printer, overrides)
     try:
         return supervisor.run()
     except RuntimeError as e:
         raise UserError(str(e))
+
+
+def _discovery_step(args, config, identity, overrides):
+    """Wait for a discovery broadcast when no server is configured; with
+    --answer-discovery keep answering them.  None: stopped while waiting."""
+    from . import discovery
+    if config.server is None:
+        try:
+            url = discovery.wait_for_server(identity, config.server_file,
+                                            args.discovery_address, args.discovery_port)
+        except OSError as e:
+            raise UserError(str(e.strerror or e))
+        if url is None:
+            return None
+        try:
+            config = configuration.load(overrides)
+        except configuration.ConfigError as e:
+            raise UserError(str(e), EXIT_USAGE)
+        if config.server is None:      # the server file could not be written
+            config = replace(config, server=url)
+    if config.answer_discovery:
+        try:
+            discovery.AnswerThread(identity, config.server_file, config.server,
+                                   args.discovery_address, args.discovery_port,
+                                   switch=args.server is None).start()
+        except OSError as e:
+            raise UserError("cannot listen for discovery broadcasts on UDP port %d: %s"
+                            % (args.discovery_port, e.strerror or e))
+    return config
 
 
 def build_parser():
@@ -110,6 +149,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     build_run_parser(sub)
+    from . import tools
+    tools.add_parsers(sub)
     return parser
 
 

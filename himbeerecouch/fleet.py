@@ -1,0 +1,228 @@
+"""``himbeerecouch push`` and ``exec``: send code and commands to one device.
+
+``push`` makes the code document with a given name for a device hold the
+given files.  It finds the document by ``type`` and ``name`` (so it also
+updates documents the web page made); a new one gets the id
+``<MacID>_<slug of the name>``.  Keys it does not manage (``restart``,
+``limits``, ``created_by``, ...) stay as they were.
+
+``exec`` stores a command document ``{"type": "<MacID>_cmd", "cmd": [...]}``,
+waits for the device to write ``ret`` (or ``error``), prints the command's
+stdout and stderr and exits with its exit code.
+"""
+import re
+import secrets
+import sys
+import time
+
+
+from .cli import UserError
+from .documents import RESTART_POLICIES
+from .sandbox.modules import BadModule, validate_module_name
+from .tools import (Connection, add_admin_arguments, device_id, failures, hide_arguments,
+                    iso_now, rfc1123)
+
+DEFAULT_COMMAND_TIMEOUT = 300
+WAIT_MARGIN = 30.0       # the device's time to notice, kill and report, beyond the timeout
+POLL_FIRST, POLL_MAX = 0.1, 1.0
+EXIT_NO_RESULT = 124     # as timeout(1)
+EXIT_NOT_RUN = 127       # as a shell for a command it cannot run
+
+
+def slug(name):
+    """``"Temperature logger #2"`` -> ``"temperature-logger-2"``."""
+    text = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return text[:60] or "code"
+
+
+def read_source(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UserError("no such file: %s" % path) from None
+    except UnicodeDecodeError:
+        raise UserError("%s is not UTF-8 text" % path) from None
+    except OSError as e:
+        raise UserError("cannot read %s: %s" % (path, e.strerror)) from None
+
+
+def module_argument(text):
+    """``name=FILE`` -> (name, FILE)."""
+    import argparse
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError("expected NAME=FILE, not %r" % text)
+    try:
+        validate_module_name(name)
+    except BadModule as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return name, path
+
+
+def add_parsers(sub):
+    p = sub.add_parser(
+        "push", help="create or update a device's code document",
+        description="Make the code document NAME of device MACID hold these files "
+                    "(created when there is none).  The agent on the device restarts "
+                    "that worker within a second.")
+    add_admin_arguments(p)
+    p.add_argument("--device", required=True, type=device_id, metavar="MACID")
+    p.add_argument("--name", required=True, help="name of the code (names the worker)")
+    p.add_argument("--code", metavar="FILE", help="the main module (must define main())")
+    p.add_argument("--module", action="append", default=[], type=module_argument,
+                   metavar="NAME=FILE", help="a module private to this document (repeatable)")
+    p.add_argument("--global-module", action="append", default=[], type=module_argument,
+                   metavar="NAME=FILE",
+                   help="a module every worker of the device can import (repeatable)")
+    p.add_argument("--restart", choices=RESTART_POLICIES, help="restart policy")
+    p.add_argument("--id", dest="doc_id", help="the document to write (default: the one "
+                   "with this name, else <MacID>_<name>)")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser(
+        "exec", help="run a command on a device and wait for its output",
+        description="Store a command for the device, wait for its result, print its stdout "
+                    "and stderr and exit with its exit code (124: no result in time).",
+        usage="himbeerecouch exec [-h] ADMIN_URL --device MACID [--timeout S] -- PROG [ARG ...]")
+    add_admin_arguments(p)
+    p.add_argument("--device", required=True, type=device_id, metavar="MACID")
+    p.add_argument("--timeout", type=float, default=DEFAULT_COMMAND_TIMEOUT,
+                   help="seconds the command may run on the device (default: %(default)s)")
+    p.add_argument("--wait", type=float,
+                   help="seconds to wait for the result (default: the timeout + %d)"
+                        % WAIT_MARGIN)
+    p.add_argument("cmd", nargs="+", metavar="PROG", help="the program and its arguments")
+    p.set_defaults(func=cmd_exec)
+
+
+# ---------------------------------------------------------------- push
+def find_code_document(conn, macid, name):
+    docs = conn.find({"type": {"$in": [macid, str(macid)]}, "name": name})
+    docs.sort(key=lambda d: d["_id"])
+    if len(docs) > 1:
+        raise UserError("device %d has %d code documents named %r (%s): choose one with --id"
+                        % (macid, len(docs), name, ", ".join(d["_id"] for d in docs)))
+    return docs[0] if docs else None
+
+
+def new_document_id(conn, macid, name):
+    base = "%d_%s" % (macid, slug(name))
+    candidate, n = base, 1
+    with failures(conn, "choosing a document id"):
+        while conn.db.get(candidate) is not None:
+            n += 1
+            candidate = "%s-%d" % (base, n)
+    return candidate
+
+
+def cmd_push(args):
+    if args.code is None and not args.module and not args.global_module:
+        raise UserError("nothing to push: give --code, --module or --global-module", 2)
+    code = read_source(args.code) if args.code is not None else None
+    modules = {n: read_source(p) for n, p in args.module}
+    global_modules = {n: read_source(p) for n, p in args.global_module}
+    conn = Connection(args.url, args.database)
+    hide_arguments("himbeerecouch push %s --device %d" % (conn.shown, args.device))
+    me = conn.whoami()
+    conn.require_database()
+    conn.known_device(args.device)
+    if args.doc_id:
+        with failures(conn, "reading %s" % args.doc_id):
+            doc = conn.db.get(args.doc_id)
+        if doc is not None and str(doc.get("type")) != str(args.device):
+            raise UserError("document %s is not a code document of device %d"
+                            % (args.doc_id, args.device))
+    else:
+        doc = find_code_document(conn, args.device, args.name)
+    created = doc is None
+    if created:
+        doc = {"_id": args.doc_id or new_document_id(conn, args.device, args.name),
+               "type": args.device, "created_by": me, "timestamp": rfc1123()}
+    doc["name"] = args.name
+    # The document holds exactly what was pushed: a file left out is gone.
+    for key, value in (("code", code), ("modules", modules), ("global_modules", global_modules)):
+        if value:
+            doc[key] = value
+        else:
+            doc.pop(key, None)
+    if args.restart:
+        doc["restart"] = args.restart
+    with failures(conn, "saving %s" % doc["_id"]):
+        doc_id, rev = conn.db.save(doc)
+    print("%s %s (%s) for device %d" % ("created" if created else "updated", doc_id, rev,
+                                        args.device))
+    return 0
+
+
+# ---------------------------------------------------------------- exec
+def command_document(macid, cmd, timeout, user):
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return {"_id": "%d_cmd_%s_%s" % (macid, stamp, secrets.token_hex(4)),
+            "type": "%d_cmd" % macid, "cmd": list(cmd), "timeout": timeout,
+            "created_by": user, "created_at": iso_now(), "timestamp": rfc1123()}
+
+
+def wait_for_result(conn, doc_id, wait):
+    """``(doc, done)``: the command document once it has ``ret`` or ``error``
+    (done), or as it was after ``wait`` seconds (not done)."""
+    deadline = time.monotonic() + wait
+    delay = POLL_FIRST
+    while True:
+        with failures(conn, "reading %s" % doc_id):
+            doc = conn.db.get(doc_id)
+        if doc is None:
+            raise UserError("command %s was deleted before it finished" % doc_id)
+        if "ret" in doc or doc.get("error"):
+            return doc, True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return doc, False
+        time.sleep(min(delay, left))
+        delay = min(POLL_MAX, delay * 1.5)
+
+
+def _write(stream, text):
+    if text:
+        stream.write(text)
+        stream.flush()
+
+
+def cmd_exec(args):
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise UserError("no command given: himbeerecouch exec URL --device M -- PROG ARGS", 2)
+    if args.timeout <= 0:
+        raise UserError("--timeout must be positive", 2)
+    conn = Connection(args.url, args.database)
+    hide_arguments("himbeerecouch exec %s --device %d" % (conn.shown, args.device))
+    me = conn.whoami()
+    conn.require_database()
+    conn.known_device(args.device)
+    doc = command_document(args.device, cmd, args.timeout, me)
+    with failures(conn, "storing the command"):
+        conn.db.save(doc)
+    wait = args.wait if args.wait is not None else args.timeout + WAIT_MARGIN
+    result, done = wait_for_result(conn, doc["_id"], wait)
+    if not done:
+        state = ("the device claimed it at %s" % result["claimed_at"] if result.get("claimed_at")
+                 else "it stays queued until the device takes it")
+        print("himbeerecouch: no result from device %d within %g s (command %s; %s)"
+              % (args.device, wait, doc["_id"], state), file=sys.stderr)
+        return EXIT_NO_RESULT
+    ret = result.get("ret") or [None, None]
+    out, err = (list(ret) + [None, None])[:2]
+    _write(sys.stdout, out if isinstance(out, str) else None)
+    _write(sys.stderr, err if isinstance(err, str) else None)
+    code = result.get("exit_code")
+    if result.get("error"):
+        print("himbeerecouch: device %d: %s" % (args.device, result["error"]), file=sys.stderr)
+        if not isinstance(code, int):
+            return EXIT_NOT_RUN
+    if not isinstance(code, int) or isinstance(code, bool):
+        return 0 if "ret" in result and not result.get("error") else 1
+    if code < 0:
+        return 128 - code      # killed by signal -code, as a shell reports it
+    return min(code, 255)

@@ -1,0 +1,52 @@
+"""The old tool's entry point: ``himbeerecouch.prog.run("/etc/rspby/server")``.
+
+Deployed devices and notes start the agent with::
+
+    python3 -c 'import himbeerecouch.prog as p; p.run("/etc/rspby/server")'
+
+:func:`run` blocks while the agent runs, exactly like
+``himbeerecouch run --server-file PATH``, and returns its exit status.
+Keyword arguments set any other option of ``himbeerecouch run`` by its long
+name (``run(path, macid=..., serial=..., state_dir=...)``); they never reach
+a command line, so a serial given here stays out of ``ps``.
+"""
+from . import cli
+
+def _arguments(server_file, overrides):
+    """The ``himbeerecouch run`` arguments for ``overrides`` (option dest -> value)."""
+    parser = cli.build_run_parser(_Collector())
+    # argparse has no public list of its options; _actions is stable since 2.7.
+    options = {a.dest: a for a in parser._actions if a.option_strings}
+    del options["help"], options["server_file"]     # server_file is run()'s first argument
+    unknown = set(overrides) - set(options)
+    if unknown:
+        raise TypeError("run() got unknown option(s): %s" % ", ".join(sorted(unknown)))
+    argv = ["run", "--server-file", str(server_file)]
+    for key, value in sorted(overrides.items()):
+        if value is None or value is False:
+            continue
+        action = options[key]
+        flag = action.option_strings[-1]
+        if action.nargs == 0:       # a switch such as --answer-discovery
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run(server_file="/etc/rspby/server", **overrides):
+    """Run the agent with the server URL stored in ``server_file``; blocks.
+
+    Returns the exit status (0 after SIGINT or SIGTERM).  Raises SystemExit
+    on a bad option, as the command line does.
+    """
+    return cli.main(_arguments(server_file, overrides))
+
+
+class _Collector:
+    """Stands in for argparse's sub-parsers to learn the options of ``run``."""
+
+    def add_parser(self, name, **kwargs):
+        import argparse
+        self.parser = argparse.ArgumentParser(prog=name)
+        return self.parser

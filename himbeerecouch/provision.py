@@ -1,0 +1,168 @@
+"""``himbeerecouch provision``: make a database ready for the fleet, idempotently.
+
+One run creates the database if it is missing, installs or updates
+``_design/himbeerecouch`` (only the parts it owns; a design document that is
+already right is not written again), merges ``_security`` (adds the admin
+roles and the members ``operator`` and ``raspberry``, drops nothing), and
+creates or updates one user per ``--device``.  A second run with the same
+arguments changes nothing.
+
+A device's password is ``sha1(MacID + serial)``, and only the device knows
+its serial, so ``--device MACID:PASSWORD`` gives the password (what
+``himbeerecouch credentials`` prints on the device, or ``discover`` lists).
+``--device MACID`` alone keeps the password of an existing user and only
+makes sure of its role; for a user that does not exist yet it is an error.
+"""
+import argparse
+
+import couchdb
+import couchdb.http
+
+from . import designdoc, identity
+from .cli import UserError
+from .tools import Connection, add_admin_arguments, failures, hide_arguments
+
+USERS_DB = "_users"
+
+
+def device_argument(text):
+    """``MACID`` or ``MACID:PASSWORD`` -> (macid, password or None)."""
+    macid, sep, password = text.partition(":")
+    try:
+        value = int(macid, 0) if macid.lower().startswith("0x") else int(macid)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r: expected MACID or MACID:PASSWORD" % macid) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a MacID is not negative")
+    if sep and not password:
+        raise argparse.ArgumentTypeError("empty password for device %d" % value)
+    return value, (password or None)
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "provision", help="prepare a database for the fleet (idempotent)",
+        description="Create the database, install _design/himbeerecouch (security rules, "
+                    "filters, views, the timestamping update handler), merge _security "
+                    "and create or update the device users.  Safe to run again.")
+    add_admin_arguments(p)
+    p.add_argument("--device", action="append", default=[], type=device_argument,
+                   metavar="MACID[:PASSWORD]",
+                   help="create or update this device's user (role raspberry); the password "
+                        "is what `himbeerecouch credentials` prints on the device; without "
+                        "it an existing user keeps its password (repeatable)")
+    p.add_argument("--operator-role", action="append", default=[], metavar="ROLE",
+                   help="a further role that may write code and commands, like 'operator' "
+                        "(repeatable)")
+    p.set_defaults(func=cmd_provision)
+    return p
+
+
+def cmd_provision(args):
+    conn = Connection(args.url, args.database)
+    hide_arguments("himbeerecouch provision %s" % conn.shown)
+    conn.whoami()
+    report = provision(conn, args.device, args.operator_role)
+    for line in report:
+        print(line)
+    return 0
+
+
+def provision(conn, devices=(), operator_roles=()):
+    """Do the work; returns the lines that say what changed."""
+    report = []
+    report.append(ensure_database(conn))
+    report.append(ensure_design_document(conn, operator_roles))
+    report.append(ensure_security(conn, operator_roles))
+    for macid, password in devices:
+        report.append(ensure_device_user(conn, macid, password))
+    return report
+
+
+def ensure_database(conn):
+    with failures(conn, "creating database %s" % conn.database):
+        try:
+            conn.db.info()
+            return "database %s: exists" % conn.database
+        except couchdb.http.ResourceNotFound:
+            conn.server.create(conn.database)
+            return "database %s: created" % conn.database
+
+
+def ensure_design_document(conn, operator_roles=()):
+    wanted = designdoc.design_document(operator_roles)
+    with failures(conn, "installing %s" % designdoc.DESIGN_ID):
+        current = conn.db.get(designdoc.DESIGN_ID)
+        if current is not None and all(current.get(k) == v for k, v in wanted.items()):
+            return "%s: up to date" % designdoc.DESIGN_ID
+        doc = dict(current or {})
+        doc.update(wanted)     # keys it does not own (attachments, ...) stay
+        conn.db.save(doc)
+    return "%s: %s" % (designdoc.DESIGN_ID, "updated" if current else "installed")
+
+
+def _merge_roles(section, roles):
+    section = dict(section or {})
+    names = list(section.get("names") or [])
+    have = list(section.get("roles") or [])
+    for role in roles:
+        if role not in have:
+            have.append(role)
+    section["names"], section["roles"] = names, have
+    return section
+
+
+def ensure_security(conn, operator_roles=()):
+    member_roles = [designdoc.OPERATOR_ROLE] + list(operator_roles) + [designdoc.DEVICE_ROLE]
+    with failures(conn, "reading the _security of %s" % conn.database):
+        current = conn.db.security or {}
+    wanted = dict(current)
+    wanted["admins"] = _merge_roles(current.get("admins"), [])
+    wanted["members"] = _merge_roles(current.get("members"), member_roles)
+    if wanted == current:
+        return "_security: up to date"
+    with failures(conn, "writing the _security of %s" % conn.database):
+        conn.db.security = wanted
+    return "_security: members %s" % ", ".join(wanted["members"]["roles"])
+
+
+def _password_works(conn, user, password):
+    session = couchdb.http.Session(timeout=conn.timeout)
+    server = couchdb.Server(conn.url, session=session)
+    server.resource.credentials = (user, password)
+    try:
+        _, _, info = server.resource.get_json("_session")
+    except couchdb.http.Unauthorized:
+        return False
+    return (info.get("userCtx") or {}).get("name") == user
+
+
+def ensure_device_user(conn, macid, password=None):
+    name = identity.device_user(macid)
+    doc_id = "org.couchdb.user:" + name
+    with failures(conn, "reading user %s" % name):
+        users = conn.server[USERS_DB]
+        doc = users.get(doc_id)
+    if doc is None and password is None:
+        raise UserError("device %d has no user yet: give its password, --device %d:PASSWORD "
+                        "(`himbeerecouch credentials` on the device prints it)" % (macid, macid))
+    changed = []
+    if doc is None:
+        doc = {"_id": doc_id, "name": name, "type": "user", "roles": []}
+        changed.append("created")
+    roles = list(doc.get("roles") or [])
+    if designdoc.DEVICE_ROLE not in roles:
+        roles.append(designdoc.DEVICE_ROLE)
+        changed.append("role %s" % designdoc.DEVICE_ROLE)
+    doc["roles"] = roles
+    with failures(conn, "checking the password of user %s" % name):
+        if password is not None and ("created" in changed
+                                     or not _password_works(conn, name, password)):
+            doc["password"] = password
+            if "created" not in changed:
+                changed.append("password")
+    if not changed:
+        return "device %d: user %s up to date" % (macid, name)
+    with failures(conn, "writing user %s" % name):
+        users.save(doc)
+    return "device %d: user %s %s" % (macid, name, ", ".join(changed))

@@ -1,0 +1,428 @@
+"""The operator commands, run as real processes against the real test server.
+
+``push`` is shown with the real agent running what was pushed.  ``exec``,
+``status`` and ``logs`` read what the agent writes by the documented
+contract (command results, heartbeat and log documents); here a stand-in
+for the device writes those documents over HTTP with the device's own
+credentials, through the rules provisioning installed.
+"""
+import email.utils
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+import psutil
+import pytest
+
+from cli_helpers import ROOT, assert_one_line_error, delete_users, run_cli
+from couchserver import http_request
+from helpers import random_macid, url_with_credentials, wait_for
+
+from himbeerecouch.provision import provision
+from himbeerecouch.tools import Connection
+
+
+@pytest.fixture
+def fleet_db(couch, db, make_device):
+    """The test database, provisioned, with one device (``fleet_db.device``)."""
+    device = make_device()          # sets _security first; provisioning merges into it
+    provision(Connection(couch.admin_url, db.name))
+    db.device = device
+    return db
+
+
+def as_device(couch, db, device, method, doc_id, body=None, query=""):
+    url = "%s/%s/%s%s" % (couch.url, urllib.parse.quote(db.name, safe=""),
+                          urllib.parse.quote(doc_id, safe="/"), query)
+    return http_request(method, url, body, auth=(device.user, device.password))
+
+
+def write_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+# ------------------------------------------------------------------ credentials, help
+def test_credentials_prints_macid_and_password():
+    result = run_cli("credentials", "--macid", "202481587074134", "--serial", "00000000abcdef01",
+                     "--json")
+    assert result.returncode == 0, result.stderr
+    import hashlib
+    expected = hashlib.sha1(b"20248158707413400000000abcdef01").hexdigest()
+    assert json.loads(result.stdout) == {"MacID": 202481587074134, "password": expected}
+    plain = run_cli("credentials", "--macid", "0xb827eb123456", "--serial", "00000000abcdef01")
+    assert "202481587074134" in plain.stdout and expected in plain.stdout
+    err = assert_one_line_error(run_cli("credentials", "--interface", "no-such-if0"))
+    assert "no-such-if0" in err
+
+
+def test_every_command_has_help(capsys):
+    from himbeerecouch.cli import main
+    for command in ("run", "provision", "discover", "credentials", "push", "exec", "status",
+                    "logs"):
+        with pytest.raises(SystemExit) as exit:
+            main([command, "--help"])
+        assert exit.value.code == 0 and "usage:" in capsys.readouterr().out, command
+
+
+# ------------------------------------------------------------------ push
+def test_push_creates_then_updates_and_the_agent_runs_it(couch, fleet_db, start_agent, tmp_path):
+    dev = fleet_db.device
+    main = write_file(tmp_path, "main.py", "import helper\nimport time\n"
+                      "def main():\n    log('pushed', helper.VERSION)\n"
+                      "    while not should_quit():\n        time.sleep(0.05)\n")
+    helper = write_file(tmp_path, "helper.py", "VERSION = 'v1'\n")
+    result = run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--name", "Temperature logger", "--code", main, "--module",
+                     "helper=" + helper)
+    assert result.returncode == 0, result.stderr
+    doc_id = "%d_temperature-logger" % dev.macid
+    assert result.stdout.startswith("created %s " % doc_id)
+    doc = fleet_db.admin[doc_id]
+    assert doc["type"] == dev.macid and doc["name"] == "Temperature logger"
+    assert doc["created_by"] == couch.admin_name
+    assert email.utils.parsedate_to_datetime(doc["timestamp"])
+    agent = start_agent(dev)
+    agent.wait_line(r"\[Temperature logger\] pushed v1")
+
+    # A setting made elsewhere survives a push; a module left out is gone.
+    doc["restart"] = "always"
+    fleet_db.admin.save(doc)
+    write_file(tmp_path, "main.py", "import time\ndef main():\n    log('pushed v2')\n"
+               "    while not should_quit():\n        time.sleep(0.05)\n")
+    result = run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--name", "Temperature logger", "--code", main)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("updated %s " % doc_id)
+    agent.wait_line(r"\[Temperature logger\] pushed v2")
+    doc = fleet_db.admin[doc_id]
+    assert "modules" not in doc and doc["restart"] == "always"
+    named = [r.id for r in fleet_db.admin.view("_all_docs") if not r.id.startswith("_")
+             and fleet_db.admin[r.id].get("name") == "Temperature logger"]
+    assert named == [doc_id]
+
+
+def test_push_updates_a_document_the_web_page_made(couch, fleet_db, tmp_path):
+    dev = fleet_db.device
+    fleet_db.admin.save({"_id": "web-made", "type": str(dev.macid), "name": "pump",
+                         "code": "old", "created_by": "someone"})
+    # A document with the slug id but another name must not be taken over either.
+    fleet_db.admin.save({"_id": "%d_pump" % dev.macid, "type": dev.macid, "name": "Pump!",
+                         "created_by": "someone"})
+    code = write_file(tmp_path, "c.py", "def main():\n    pass\n")
+    glob = write_file(tmp_path, "g.py", "X = 1\n")
+    result = run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--name", "pump", "--code", code, "--global-module", "shared=" + glob)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("updated web-made ")
+    doc = fleet_db.admin["web-made"]
+    assert doc["code"] == "def main():\n    pass\n" and doc["global_modules"] == {"shared": "X = 1\n"}
+    assert doc["created_by"] == "someone" and doc["type"] == str(dev.macid)
+    result = run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--name", "pump too", "--code", code)
+    assert result.stdout.startswith("created %d_pump-too " % dev.macid)
+
+
+def test_push_errors_are_one_line(couch, fleet_db, tmp_path):
+    dev = fleet_db.device
+    code = write_file(tmp_path, "c.py", "def main():\n    pass\n")
+    args = ["--database", fleet_db.name, "--name", "n"]
+    err = assert_one_line_error(run_cli("push", couch.admin_url, "--device", dev.macid,
+                                        "--code", str(tmp_path / "missing.py"), *args))
+    assert "no such file" in err and "missing.py" in err
+    unknown = random_macid()
+    err = assert_one_line_error(run_cli("push", couch.admin_url, "--device", unknown,
+                                        "--code", code, *args))
+    assert "unknown device %d" % unknown in err
+    wrong = url_with_credentials(couch.url, couch.admin_name, "wrong-pw")
+    err = assert_one_line_error(run_cli("push", wrong, "--device", dev.macid, "--code", code,
+                                        *args), "wrong-pw")
+    assert "wrong user name or password" in err and "***" in err
+    err = assert_one_line_error(run_cli("push", couch.admin_url, "--device", dev.macid,
+                                        "--code", code, "--database", "test/missing", "--name",
+                                        "n"), couch.admin_password)
+    assert "does not exist" in err
+    bad = run_cli("push", couch.admin_url, "--device", dev.macid, "--code", code,
+                  "--module", "os=" + code, *args)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    err = assert_one_line_error(run_cli("push", couch.admin_url, "--device", dev.macid, *args))
+    assert "nothing to push" in err
+
+
+# ------------------------------------------------------------------ exec
+class CommandStandIn:
+    """Plays the device's part of the command contract (issue 3), over HTTP,
+    as the device user: claim, run, write ret/exit_code/times or error."""
+
+    def __init__(self, couch, db, device):
+        self.couch, self.db, self.device = couch, db, device
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.errors = []
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.errors, self.errors
+
+    def run(self):
+        query = "?filter=himbeerecouch/device&macid=%d&include_docs=true" % self.device.macid
+        since = 0
+        while not self.stop.wait(0.05):
+            status, changes = as_device(self.couch, self.db, self.device, "GET", "_changes",
+                                        query=query + "&since=%s" % since)
+            if status != 200:
+                self.errors.append((status, changes))
+                return
+            since = changes["last_seq"]
+            for row in changes["results"]:
+                doc = row.get("doc")
+                if doc and doc.get("type") == "%d_cmd" % self.device.macid and \
+                        "claimed_at" not in doc:
+                    self.execute(doc)
+
+    def save(self, doc):
+        status, body = as_device(self.couch, self.db, self.device, "PUT", doc["_id"], doc)
+        if status != 201:
+            self.errors.append((status, body))
+        doc["_rev"] = body.get("rev")
+
+    def execute(self, doc):
+        now = lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # noqa: E731
+        doc.update(claimed_at=now(), claimed_by=self.device.user)
+        self.save(doc)
+        doc["started_at"] = now()
+        try:
+            done = subprocess.run(doc["cmd"], capture_output=True, text=True,
+                                  timeout=doc.get("timeout", 300))
+            doc.update(ret=[done.stdout, done.stderr], exit_code=done.returncode)
+        except FileNotFoundError:
+            doc.update(ret=["", ""], exit_code=None, error="program not found: %s" % doc["cmd"][0])
+        doc["finished_at"] = now()
+        self.save(doc)
+
+
+def test_exec_prints_output_and_exits_with_the_code(couch, fleet_db):
+    dev = fleet_db.device
+    with CommandStandIn(couch, fleet_db, dev):
+        result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device",
+                         dev.macid, "--timeout", "20", "--", sys.executable, "-c",
+                         "import sys; print('to stdout'); print('to stderr', file=sys.stderr);"
+                         " sys.exit(3)")
+        assert result.returncode == 3, result
+        assert result.stdout == "to stdout\n" and result.stderr == "to stderr\n"
+        result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device",
+                         dev.macid, "--", "no-such-program-here")
+        assert result.returncode == 127
+        assert "program not found" in result.stderr and "Traceback" not in result.stderr
+    docs = [r.doc for r in fleet_db.admin.view("_all_docs", include_docs=True)
+            if r.id.startswith("%d_cmd_" % dev.macid)]
+    assert len(docs) == 2
+    for doc in docs:
+        assert doc["type"] == "%d_cmd" % dev.macid and doc["created_by"] == couch.admin_name
+        assert doc["claimed_by"] == dev.user
+
+
+def test_exec_without_an_answer_and_errors(couch, fleet_db):
+    dev = fleet_db.device
+    result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--wait", "0.5", "--", "true")
+    assert result.returncode == 124
+    assert "no result from device %d" % dev.macid in result.stderr
+    assert "stays queued" in result.stderr
+    unknown = random_macid()
+    err = assert_one_line_error(run_cli("exec", couch.admin_url, "--database", fleet_db.name,
+                                        "--device", unknown, "--", "true"))
+    assert "unknown device" in err
+    err = assert_one_line_error(run_cli("exec", "http://127.0.0.1:9", "--device", dev.macid,
+                                        "--", "true"))
+    assert "http://127.0.0.1:9" in err
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "himbeerecouch", "commands.py")),
+                    reason="the agent does not execute commands yet (issue 3)")
+def test_exec_with_the_real_agent(couch, fleet_db, start_agent):
+    dev = fleet_db.device
+    start_agent(dev)
+    result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--timeout", "20", "--wait", "40", "--", "sh", "-c", "echo out; exit 4")
+    assert result.returncode == 4 and result.stdout == "out\n", result
+
+
+# ------------------------------------------------------------------ status
+def test_status_shows_devices_and_marks_silent_ones(couch, fleet_db, make_device):
+    fresh, old = fleet_db.device, make_device()
+    workers = [{"name": "alpha", "doc_id": "a", "rev": "1-x", "state": "running", "pid": 42,
+                "restarts": 0, "last_exit_code": None, "error": None},
+               {"name": "beta", "doc_id": "b", "rev": "1-y", "state": "backoff", "pid": None,
+                "restarts": 3, "last_exit_code": 1, "error": "ValueError: boom"}]
+    body = {"type": "heartbeat", "macid": fresh.macid, "ip": "10.0.0.5", "hostname": "pi-one",
+            "version": "2.0.0", "heartbeat_interval": 10, "workers": workers,
+            "running_ids": ["a"], "timestamp_source": "server"}
+    status, answer = as_device(couch, fleet_db, fresh, "PUT",
+                               "_design/himbeerecouch/_update/insert_with_timestamp/%d_heartbeat"
+                               % fresh.macid, body)
+    assert status == 201, answer
+    an_hour_ago = email.utils.formatdate(time.time() - 3600, usegmt=True)
+    status, answer = as_device(couch, fleet_db, old, "PUT", "%d_heartbeat" % old.macid,
+                               {"type": "heartbeat", "created_by": old.user, "macid": old.macid,
+                                "ip": "10.0.0.6", "timestamp": an_hour_ago,
+                                "heartbeat_interval": 10, "workers": []})
+    assert status == 201, answer
+    result = run_cli("status", couch.admin_url, "--database", fleet_db.name, "--json")
+    assert result.returncode == 0, result.stderr
+    devices = {d["macid"]: d for d in json.loads(result.stdout)}
+    assert devices[fresh.macid]["silent"] is False and devices[fresh.macid]["age_s"] < 30
+    assert devices[old.macid]["silent"] is True and devices[old.macid]["age_s"] > 3000
+    assert [w["state"] for w in devices[fresh.macid]["workers"]] == ["running", "backoff"]
+    table = run_cli("status", couch.admin_url, "--database", fleet_db.name).stdout
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["DEVICE", "HOSTNAME", "IP"]
+    row = next(line for line in lines if line.startswith(str(old.macid)))
+    assert "SILENT" in row and "10.0.0.6" in row
+    row = next(line for line in lines if line.startswith(str(fresh.macid)))
+    assert "SILENT" not in row and "pi-one" in row and "1 backoff, 1 running" in row
+    assert any("beta [b] backoff" in line and "ValueError: boom" in line for line in lines)
+
+
+def test_status_of_an_empty_database_and_errors(couch, fleet_db):
+    result = run_cli("status", couch.admin_url, "--database", fleet_db.name)
+    assert result.returncode == 0 and "no device has sent a heartbeat" in result.stdout
+    wrong = url_with_credentials(couch.url, "nobody", "nothing")
+    err = assert_one_line_error(run_cli("status", wrong, "--database", fleet_db.name),
+                                "nothing")
+    assert "wrong user name or password" in err
+
+
+# ------------------------------------------------------------------ logs
+def log_document(device, name, lines, dropped=0):
+    return {"type": "%d_log" % device.macid, "created_by": device.user, "doc_id": name,
+            "name": name, "dropped": dropped, "updated_at": "2026-11-26T23:30:00Z",
+            "lines": [["2026-11-26T23:30:%02dZ" % i, stream, text]
+                      for i, (stream, text) in enumerate(lines)]}
+
+
+def test_logs_prints_and_follows(couch, fleet_db):
+    dev = fleet_db.device
+    log_id = "%d_log_a" % dev.macid
+    doc = log_document(dev, "alpha", [("stdout", "first"), ("stderr", "oops")])
+    status, answer = as_device(couch, fleet_db, dev, "PUT", log_id, doc)
+    assert status == 201, answer
+    other = log_document(dev, "beta", [("stdout", "from beta")])
+    assert as_device(couch, fleet_db, dev, "PUT", "%d_log_b" % dev.macid, other)[0] == 201
+    result = run_cli("logs", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid)
+    assert result.returncode == 0, result.stderr
+    assert "[alpha] first" in result.stdout and "[alpha] ! oops" in result.stdout
+    assert "[beta] from beta" in result.stdout
+    only = run_cli("logs", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                   "--name", "beta")
+    assert "from beta" in only.stdout and "alpha" not in only.stdout
+    err = assert_one_line_error(run_cli("logs", couch.admin_url, "--database", fleet_db.name,
+                                        "--device", dev.macid, "--name", "gamma"))
+    assert "alpha, beta" in err
+
+    follow = subprocess.Popen([sys.executable, "-m", "himbeerecouch", "logs", couch.admin_url,
+                               "--database", fleet_db.name, "--device", str(dev.macid),
+                               "--name", "alpha", "--follow"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(follow.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("oops" in line for line in seen), message="first lines")
+        # The password is gone from the process's command line.
+        wait_for(lambda: couch.admin_password not in " ".join(psutil.Process(follow.pid).cmdline()),
+                 message="command line without the password")
+        doc = fleet_db.admin[log_id]
+        doc["lines"] = doc["lines"][1:] + [["2026-11-26T23:31:00Z", "stdout", "second"],
+                                           ["2026-11-26T23:31:01Z", "stdout", "third"]]
+        doc["dropped"] = 1
+        status, answer = as_device(couch, fleet_db, dev, "PUT", log_id, dict(doc))
+        assert status == 201, answer
+        wait_for(lambda: any("third" in line for line in seen), message="followed lines")
+        text = "".join(seen)
+        assert text.count("first") == 1 and text.count("oops") == 1 and "second" in text
+    finally:
+        follow.send_signal(signal.SIGINT)
+        try:
+            follow.wait(10)
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+    assert "Traceback" not in follow.stderr.read()
+    follow.stdout.close()
+    follow.stderr.close()
+
+
+def test_logs_of_a_device_without_logs(couch, fleet_db):
+    dev = fleet_db.device
+    result = run_cli("logs", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid)
+    assert result.returncode == 0 and "no logs" in result.stderr
+    err = assert_one_line_error(run_cli("logs", couch.admin_url, "--database", fleet_db.name,
+                                        "--device", random_macid()))
+    assert "unknown device" in err
+
+
+def test_password_from_the_environment(couch, fleet_db):
+    url = url_with_credentials(couch.url, couch.admin_name, "x").replace(":x@", "@")
+    result = run_cli("status", url, "--database", fleet_db.name,
+                     env={"HIMBEERECOUCH_PASSWORD": couch.admin_password})
+    assert result.returncode == 0, result.stderr
+    err = assert_one_line_error(run_cli("status", url, "--database", fleet_db.name))
+    assert "HIMBEERECOUCH_PASSWORD" in err
+
+
+def test_operator_user_can_use_the_tools(couch, fleet_db, tmp_path):
+    dev = fleet_db.device
+    name = "operator-%d" % random_macid()
+    couch.admin["_users"].save({"_id": "org.couchdb.user:" + name, "type": "user", "name": name,
+                                "roles": ["operator"], "password": "op-pw"})
+    try:
+        url = url_with_credentials(couch.url, name, "op-pw")
+        # An operator cannot read _users: the device is known by its heartbeat.
+        assert as_device(couch, fleet_db, dev, "PUT", "%d_heartbeat" % dev.macid,
+                         {"type": "heartbeat", "created_by": dev.user})[0] == 201
+        code = write_file(tmp_path, "c.py", "def main():\n    pass\n")
+        result = run_cli("push", url, "--database", fleet_db.name, "--device", dev.macid,
+                         "--name", "op code", "--code", code)
+        assert result.returncode == 0, result.stderr
+        assert fleet_db.admin["%d_op-code" % dev.macid]["created_by"] == name
+    finally:
+        delete_users(couch, [name])
+
+
+def test_status_and_logs_of_a_real_agent_in_a_provisioned_database(couch, fleet_db, start_agent,
+                                                                    tmp_path):
+    """The agent's own heartbeat and log documents pass the provisioned rules."""
+    dev = fleet_db.device
+    code = write_file(tmp_path, "c.py", "import time\ndef main():\n    log('hello from real')\n"
+                      "    while not should_quit():\n        time.sleep(0.05)\n")
+    assert run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                   "--name", "real", "--code", code).returncode == 0
+    agent = start_agent(dev, args=["--heartbeat-interval", "1"])
+    agent.wait_line(r"\[real\] hello from real")
+
+    def running():
+        result = run_cli("status", couch.admin_url, "--database", fleet_db.name, "--json")
+        devices = {d["macid"]: d for d in json.loads(result.stdout or "[]")}
+        d = devices.get(dev.macid)
+        return d if d and not d["silent"] and [w["state"] for w in d["workers"]] == ["running"] \
+            else None
+    device = wait_for(running, timeout=30, message="status shows the running worker")
+    assert device["timestamp_source"] == "server"
+    wait_for(lambda: "hello from real" in run_cli(
+        "logs", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid).stdout,
+        timeout=30, message="logs show the worker's line")
+    assert not agent.find_lines(r"forbidden|403")
