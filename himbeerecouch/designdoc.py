@@ -186,6 +186,21 @@ _RULES = r"""
       }
       return;
     }
+    // A user whose name is a MacID is a device of the lab, whatever its other
+    // roles (the nEDM lab gives its Pis the writer role, not this one): it
+    // writes its own heartbeat, logs and command results.
+    if (/^[0-9]+$/.test(name) && !deviceMayWrite(newDoc, oldDoc, name, creating, deleting)) {
+      return;
+    }
+    // Limited users stay limited, also when they hold a writer role (the lab's
+    // limited users need its writer role to write at all).
+    if (hasRole(ctx, LIMITED_ROLE)) {
+      why = limitedMayWrite(ctx, newDoc, oldDoc, creating, deleting);
+      if (why) {
+        fail(why);
+      }
+      return;
+    }
     for (i = 0; i < OPERATOR_ROLES.length; i++) {
       if (hasRole(ctx, OPERATOR_ROLES[i])) {
         why = operatorMayWrite(deleting ? oldDoc : newDoc,
@@ -195,13 +210,6 @@ _RULES = r"""
         }
         return;
       }
-    }
-    if (hasRole(ctx, LIMITED_ROLE)) {
-      why = limitedMayWrite(ctx, newDoc, oldDoc, creating, deleting);
-      if (why) {
-        fail(why);
-      }
-      return;
     }
     fail('only admins, operators and devices may write to this database');
   }

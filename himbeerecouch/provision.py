@@ -68,9 +68,31 @@ def cmd_provision(args):
     return 0
 
 
+LAB_DESIGN = "_design/nedm_default"
+
+
+def lab_writer_roles(conn):
+    """The writer role of a database of the lab's nEDM web interface, if it is one.
+
+    Its page writes code and commands as users with the role ``<name>_writer``
+    (``raspberries_writer`` for ``nedm/raspberries``): our rules must let them
+    go on doing so, or provisioning would break the lab's page.
+    """
+    with failures(conn, "reading %s" % LAB_DESIGN):
+        if conn.db.get(LAB_DESIGN) is None:
+            return []
+    name = conn.database.split("/", 1)[1] if conn.database.startswith("nedm/") else conn.database
+    return [name + "_writer"]
+
+
 def provision(conn, devices=(), operator_roles=()):
     """Do the work; returns the lines that say what changed."""
     report = []
+    lab = [r for r in lab_writer_roles(conn) if r not in operator_roles]
+    if lab:
+        report.append("nEDM database: its writer role %s may write code and commands"
+                      % ", ".join(lab))
+        operator_roles = list(operator_roles) + lab
     report.append(ensure_database(conn))
     report.append(ensure_design_document(conn, operator_roles))
     report.append(ensure_security(conn, operator_roles))

@@ -157,3 +157,60 @@ def test_commands_and_logs_pass_the_labs_rules(lab, pi, page, start_agent):
     wait_for(lambda: lab.admin.get("%d_log_chatty" % pi.macid), timeout=20,
              message="log document accepted by the lab's validation")
     assert not agent.find_lines(r"could not write")
+
+
+def test_provisioning_a_lab_database_keeps_the_page_working(couch, lab, pi, page, start_agent):
+    from cli_helpers import run_cli
+    designs = {d["_id"]: lab.admin[d["_id"]]["_rev"] for d in nedm.DESIGN_DOCS}
+    out = run_cli("provision", couch.admin_url, "--database", DB)
+    assert out.returncode == 0, out.stderr
+    assert "raspberries_writer may write code and commands" in out.stdout
+    # The lab's design documents are untouched; _security only gained roles.
+    assert {i: lab.admin[i]["_rev"] for i in designs} == designs
+    assert "_design/himbeerecouch" in lab.admin
+    members = lab.admin.security["members"]["roles"]
+    assert set(nedm.SECURITY["members"]["roles"]) <= set(members)
+    assert "operator" in members and "raspberry" in members
+
+    # The page still creates, edits and deletes code as before, and the agent runs it.
+    couchlib.stamp_document(page, "nedm_default", "script-p",
+                            {"type": pi.macid, "name": "script p", "code": LOOP % "p",
+                             "modules": {}})
+    agent = start_agent(pi, database=DB)
+    agent.wait_line(r"\[script p\] p started")
+    doc = page["script-p"]
+    doc["code"] = LOOP % "p2"
+    page.save(doc)
+    agent.wait_line(r"\[script p\] p2 started")
+    wait_for(lambda: running(lab, pi)[2] == ["script-p"], message="page sees it running")
+
+    # A limited user writes code and commands for its own devices only.
+    other = pi.macid + 1
+    limited = lab.user("tech", "pw-" + secrets.token_hex(4),
+                       ["raspberries_writer", "raspberry_lmtd", str(pi.macid)])
+    limited.save({"_id": "lmtd-own", "type": pi.macid, "name": "own", "created_by": "tech",
+                  "code": LOOP % "own"})
+    agent.wait_line(r"\[own\] own started")
+    limited.save({"_id": "lmtd-cmd", "type": "%d_cmd" % pi.macid, "cmd": ["true"],
+                  "created_by": "tech"})
+    for doc in ({"_id": "lmtd-other", "type": other, "name": "x", "created_by": "tech",
+                 "code": "def main(): pass\n"},
+                {"_id": "lmtd-other-cmd", "type": "%d_cmd" % other, "cmd": ["true"],
+                 "created_by": "tech"}):
+        with pytest.raises((couchdb.http.Forbidden, couchdb.http.Unauthorized)):
+            limited.save(doc)
+    wait_for(lambda: "ret" in lab.admin["lmtd-cmd"], message="the limited user's command ran")
+
+
+def test_provisioned_rules_let_lab_devices_write_their_own_documents(couch, lab, pi):
+    from cli_helpers import run_cli
+    assert run_cli("provision", couch.admin_url, "--database", DB).returncode == 0
+    device = couchlib.open_database(couch.url, DB, pi.user, pi.password)
+    stamp = email.utils.formatdate(usegmt=True)
+    device.save({"_id": "%d_heartbeat" % pi.macid, "type": "heartbeat", "running_ids": [],
+                 "created_by": pi.user, "timestamp": stamp})
+    device.save({"_id": "%d_log_x" % pi.macid, "type": "%d_log" % pi.macid, "lines": [],
+                 "created_by": pi.user})
+    with pytest.raises((couchdb.http.Forbidden, couchdb.http.Unauthorized)):
+        device.save({"_id": "%d_heartbeat" % (pi.macid + 1), "type": "heartbeat",
+                     "created_by": pi.user, "timestamp": stamp})

@@ -156,11 +156,15 @@ def test_security_is_merged_and_lab_documents_are_left_alone(couch, db):
     security = db.admin.security
     assert security["admins"] == {"names": ["alice"], "roles": ["lab_admins"]}
     assert security["members"]["names"] == ["bob"]
-    assert security["members"]["roles"] == ["raspberry_lmtd", "operator", "raspberry"]
+    # A database with the lab's nedm_default: its writer role may go on writing code.
+    lab_role = db.name + "_writer"
+    assert "its writer role %s may write code" % lab_role in result.stdout
+    assert security["members"]["roles"] == ["raspberry_lmtd", "operator", lab_role, "raspberry"]
     assert security["other"] == 1
     ddoc = db.admin["_design/himbeerecouch"]
     assert ddoc["web"] == {"kept": True}
-    assert ddoc["validate_doc_update"] == designdoc.design_document()["validate_doc_update"]
+    assert (ddoc["validate_doc_update"]
+            == designdoc.design_document([lab_role])["validate_doc_update"])
     assert db.admin["_design/nedm_default"].rev == lab_rev
 
 
