@@ -161,7 +161,10 @@ class CouchServer:
             command += ["--data", os.path.abspath(self.data_dir)]
         self._proc = subprocess.Popen(
             command, cwd=TESTSERVER_DIR, stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT)
+            stdout=self._log_file, stderr=subprocess.STDOUT,
+            # A Ctrl-C in the terminal (the demo) must not end the server before
+            # the agent has written its last heartbeat: it is stopped explicitly.
+            start_new_session=True)
         try:
             deadline = time.monotonic() + self.startup_timeout
             self._port = self._wait_listening(deadline)

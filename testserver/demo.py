@@ -27,6 +27,8 @@ DATABASE = "nedm/raspberries"
 EXAMPLE = '''\
 import time
 
+import helper   # a module of this document (see "modules")
+
 def main():
     log("hello from the demo worker; helper says", helper.greeting())
     n = 0
@@ -58,8 +60,13 @@ def main():
         db["demo-script"] = {"type": MACID, "name": "demo ticker", "code": EXAMPLE,
                              "modules": {"helper": HELPER}, "global_modules": {}}
         print("demo: server %s, database %s, device %d" % (server.url, DATABASE, MACID))
-        print("demo: edit the script at %s/%s/demo-script (admin: %s), Ctrl-C to stop"
-              % (server.url, "nedm%2Fraspberries", server.admin_url.split("@")[0] + "@..."))
+        # The admin URL carries a password: into a private file, not onto the screen.
+        admin_file = os.path.join(workdir, "admin-url")
+        with open(os.open(admin_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(server.admin_url + "\n")
+        print("demo: edit the script with\n"
+              "  himbeerecouch push $(cat %s) --database %s --device %d --name 'demo ticker' "
+              "--code FILE\nCtrl-C stops everything" % (admin_file, DATABASE, MACID))
         sys.stdout.flush()
         agent = subprocess.Popen(
             [sys.executable, "-m", "himbeerecouch", "run", "--server", server.url,
