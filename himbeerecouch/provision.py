@@ -18,7 +18,7 @@ import argparse
 import couchdb
 import couchdb.http
 
-from . import designdoc, identity
+from . import designdoc, identity, webassets
 from .cli import UserError
 from .tools import Connection, add_admin_arguments, failures, hide_arguments
 
@@ -95,6 +95,7 @@ def provision(conn, devices=(), operator_roles=()):
         operator_roles = list(operator_roles) + lab
     report.append(ensure_database(conn))
     report.append(ensure_design_document(conn, operator_roles))
+    report.extend(webassets.server_notes(conn))
     report.append(ensure_security(conn, operator_roles))
     for macid, password in devices:
         report.append(ensure_device_user(conn, macid, password))
@@ -115,10 +116,13 @@ def ensure_design_document(conn, operator_roles=()):
     wanted = designdoc.design_document(operator_roles)
     with failures(conn, "installing %s" % designdoc.DESIGN_ID):
         current = conn.db.get(designdoc.DESIGN_ID)
-        if current is not None and all(current.get(k) == v for k, v in wanted.items()):
+        if current is not None and all(current.get(k) == v for k, v in wanted.items()) \
+                and webassets.up_to_date(current.get("_attachments")):
             return "%s: up to date" % designdoc.DESIGN_ID
         doc = dict(current or {})
-        doc.update(wanted)     # keys it does not own (attachments, ...) stay
+        doc.update(wanted)     # keys it does not own (other attachments, ...) stay
+        # The fleet web page (webassets.py): its files, other attachments kept.
+        doc["_attachments"] = webassets.merged(doc.get("_attachments"))
         conn.db.save(doc)
     return "%s: %s" % (designdoc.DESIGN_ID, "updated" if current else "installed")
 

@@ -1,0 +1,403 @@
+"""The fleet web page, end to end: headless Chromium against the real test
+server, with the real agent running a device.
+
+The page is what `himbeerecouch provision` uploads as attachments of
+``_design/himbeerecouch``; the tests open it at
+``<server>/<db>/_design/himbeerecouch/index.html`` as an operator.  Every
+test leaves screenshots in tests/screenshots/ (also when it fails), and
+fails if the page asked for anything outside the database's origin.
+"""
+import email.utils
+import hashlib
+import os
+import re
+
+import pytest
+
+from cli_helpers import run_cli
+from helpers import loop_code, random_macid, wait_for
+from web_helpers import (DESKTOP, PHONE, Browser, Site, assert_no_page_errors, assert_only_origin,
+                         editor_text, log_in_session, new_page, open_page, require_browser,
+                         screenshot, set_editor_text)
+
+from himbeerecouch import webassets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+EXPECT_MS = 20000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    b = Browser()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture
+def web(browser, request):
+    """The browser for one test: its contexts are closed afterwards, each open
+    page photographed first (so a failing test leaves its picture too)."""
+    yield browser
+    name = re.sub(r"[^A-Za-z0-9_]+", "-", request.node.name)
+    n = 0
+    for ctx in browser.contexts:
+        for page in ctx.pages:
+            n += 1
+            try:
+                screenshot(page, "%s-end-%d" % (name, n))
+            except Exception:  # noqa: BLE001 - the page may be gone
+                pass
+    browser.close_contexts()
+
+
+@pytest.fixture
+def site(couch, db, device):
+    # ``device`` first: its fixture sets the members of the database, which
+    # provisioning then merges its roles into.
+    s = Site(couch, db)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def expect(locator, text=None, timeout=EXPECT_MS):
+    from playwright.sync_api import expect as pw_expect
+    if text is None:
+        pw_expect(locator).to_be_visible(timeout=timeout)
+    else:
+        pw_expect(locator).to_contain_text(text, timeout=timeout)
+
+
+def expect_focused(locator, timeout=EXPECT_MS):
+    from playwright.sync_api import expect as pw_expect
+    pw_expect(locator).to_be_focused(timeout=timeout)
+
+
+def fleet_row(page, macid):
+    return page.locator('tr[data-device="%d"]' % macid)
+
+
+def code_doc(db, doc_id, macid, name, code, creator="admin"):
+    db.admin.save({"_id": doc_id, "type": macid, "name": name, "code": code,
+                   "created_by": creator})
+
+
+# ---------------------------------------------------------------------------
+def test_the_built_page_matches_its_sources():
+    """himbeerecouch/web/ is committed: it must be the build of web/ as it is
+    (else: make web).  The same hash as web/build.mjs, without Node."""
+    info = webassets.build_info()
+    web = os.path.join(ROOT, "web")
+    files = ["build.mjs", "package.json", "package-lock.json"] + [
+        "src/" + f for f in sorted(os.listdir(os.path.join(web, "src"))) if not f.startswith(".")]
+    h = hashlib.sha256()
+    for name in files:
+        h.update(name.encode() + b"\0")
+        with open(os.path.join(web, name), "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    assert info["sources"] == files
+    assert info["source_sha256"] == h.hexdigest(), "web/ changed since the last build: run make web"
+    served = webassets.attachments()
+    assert set(served) == set(info["files"]) >= {"index.html", "app.js", "style.css"}
+    assert served["index.html"][0].startswith("text/html")
+    # Everything the page loads is relative to it (no CDN, no absolute URL).
+    html = served["index.html"][1].decode()
+    assert not re.search(r'(src|href)="(https?:)?//', html), html
+
+
+def test_provisioning_warns_of_a_server_that_sandboxes_attachments():
+    class Resource:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def get_json(self, path):
+            assert path == "_node/_local/_config/csp"
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return 200, {}, self.answer
+
+    def notes(answer):
+        conn = type("Conn", (), {})()
+        conn.url, conn.database = "http://couch.lab:5984", "nedm/raspberries"
+        conn.server = type("Server", (), {"resource": Resource(answer)})()
+        return webassets.server_notes(conn)
+
+    url = "web page: http://couch.lab:5984/nedm%2Fraspberries/_design/himbeerecouch/index.html"
+    # CouchDB 3.2+ defaults: the page cannot run, and provisioning says how to fix it.
+    lines = notes({"attachments_enable": "true", "attachments_header_value": "sandbox"})
+    assert lines[0] == url and "attachments_enable = false" in lines[1]
+    assert notes({"attachments_enable": "false", "attachments_header_value": "sandbox"}) == [url]
+    assert notes({"attachments_enable": "true", "attachments_header_value":
+                  "sandbox allow-scripts allow-same-origin allow-forms allow-modals"}) == [url]
+    assert notes(OSError("refused")) == [url]
+
+
+def test_page_is_provisioned_and_reprovisioning_upgrades_it(site, couch, db):
+    def assert_current():
+        stubs = db.admin["_design/himbeerecouch"]["_attachments"]
+        for name, (kind, data) in webassets.attachments().items():
+            assert stubs[name]["content_type"] == kind
+            assert stubs[name]["digest"] == webassets.digest(data)
+        return stubs
+    assert "_design/himbeerecouch: installed" in site.provision_output
+    assert "web page: %s" % site.url in site.provision_output
+    assert {"index.html", "app.js", "style.css"} <= set(assert_current())
+    # An older page, and an attachment of the lab's own beside it.
+    ddoc = db.admin["_design/himbeerecouch"]
+    db.admin.put_attachment(ddoc, b"<p>old page</p>", "index.html", "text/html")
+    ddoc = db.admin["_design/himbeerecouch"]
+    db.admin.put_attachment(ddoc, b"lab notes", "notes.txt", "text/plain")
+    again = run_cli("provision", couch.admin_url, "--database", db.name)
+    assert again.returncode == 0, again.stderr
+    assert "_design/himbeerecouch: updated" in again.stdout
+    stubs = assert_current()
+    assert db.admin.get_attachment("_design/himbeerecouch", "notes.txt").read() == b"lab notes"
+    assert stubs["notes.txt"]["content_type"] == "text/plain"
+    rev = db.admin["_design/himbeerecouch"].rev
+    third = run_cli("provision", couch.admin_url, "--database", db.name)
+    assert "_design/himbeerecouch: up to date" in third.stdout
+    assert db.admin["_design/himbeerecouch"].rev == rev
+
+
+def test_a_server_that_blocks_scripts_in_attachments_is_explained(site, web):
+    """CouchDB >= 3.2 sends ``Content-Security-Policy: sandbox`` with attachments by
+    default, which stops every script of the page: the page itself says what to do."""
+    name, password = site.operator()
+    ctx = web.context(site.origin)
+    log_in_session(ctx, site.origin, name, password)
+
+    def sandboxed(route):
+        response = route.fetch()
+        route.fulfill(response=response,
+                      headers=dict(response.headers, **{"content-security-policy": "sandbox"}))
+    ctx.route(site.url, sandboxed)
+    page = new_page(ctx)
+    page.goto(site.url)
+    expect(page.locator(".boot-help"), "attachments_enable = false")
+    expect(page.locator(".boot-help"))
+    screenshot(page, "blocked-by-csp")
+    assert_only_origin(ctx)
+
+
+def test_log_in_see_the_fleet_and_a_wrong_password(site, db, device, make_device, start_agent, web):
+    name, password = site.operator()
+    agent = start_agent(device)
+    code_doc(db, "%d_blink" % device.macid, device.macid, "blink", loop_code("blink"))
+    agent.wait_line(r"blink started")
+    # A device that has code but has never sent a heartbeat, and one whose
+    # heartbeat the page cannot read fully.
+    waiting = random_macid()
+    code_doc(db, "%d_waiting" % waiting, waiting, "waiting", loop_code("w"))
+    broken = random_macid()
+    db.admin.save({"_id": "%d_heartbeat" % broken, "type": "heartbeat", "created_by": str(broken),
+                   "workers": "not a list",
+                   "timestamp": email.utils.formatdate(usegmt=True)})
+
+    # An anonymous browser gets nothing of a database with members.
+    ctx = web.context(site.origin)
+    anon = new_page(ctx)
+    response = anon.goto(site.url)
+    assert response.status == 401
+
+    ctx, page = open_page(web, site, name, password)
+    row = fleet_row(page, device.macid)
+    expect(row.locator('[data-alive="fresh"]'))
+    expect(row, "1 running")
+    expect(row, "127.0.0.1")
+    expect(fleet_row(page, waiting).locator('[data-alive="none"]'), "no heartbeat yet")
+    expect(fleet_row(page, broken), "unreadable heartbeat")
+    screenshot(page, "fleet")
+
+    # Log out: the page shows its login form; a wrong password says so.
+    # With the keyboard only: the form has the focus, Tab leads on, Enter submits.
+    page.get_by_role("button", name="Log out").click()
+    expect_focused(page.get_by_label("User name"))
+    page.keyboard.type(name)
+    page.keyboard.press("Tab")
+    page.keyboard.type("not-the-password")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert"), "Wrong user name or password")
+    screenshot(page, "login-wrong-password")
+    # The right one: the fleet again, live — a second device appears without reload.
+    expect_focused(page.get_by_label("Password"))
+    page.keyboard.type(password)
+    page.keyboard.press("Enter")
+    expect(fleet_row(page, device.macid).locator('[data-alive="fresh"]'))
+    other = make_device()
+    start_agent(other)
+    expect(fleet_row(page, other.macid).locator('[data-alive="fresh"]'))
+
+    # The connection goes: the page says so, and recovers by itself.
+    ctx.set_offline(True)
+    expect(page.locator("#connection-banner"), "Connection lost")
+    ctx.set_offline(False)
+    page.locator("#connection-banner").wait_for(state="detached", timeout=EXPECT_MS)
+
+    # Phone width: the same rows, as cards, nothing cut off sideways.
+    page.set_viewport_size(PHONE)
+    expect(fleet_row(page, device.macid), "fresh")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], width
+    screenshot(page, "fleet-phone")
+    assert_only_origin(ctx)
+    assert_no_page_errors(ctx, allowed=("401", "Failed to load resource", "ERR_INTERNET_DISCONNECTED"))
+
+
+def test_edit_code_and_see_the_new_workers_log_line(site, db, device, start_agent, web):
+    name, password = site.operator()
+    agent = start_agent(device)
+    ctx, page = open_page(web, site, name, password, hash_path="#/device/%d" % device.macid)
+    expect(page.locator("h1"), str(device.macid))     # hostname once the heartbeat is in
+    expect(page.locator(".facts [data-alive]"), "fresh")
+
+    # A new code document, created in the page.
+    page.get_by_role("link", name="New code document").click()
+    page.get_by_label("Name").fill("greeter")
+    set_editor_text(page, loop_code("hello from the page"))
+    page.get_by_role("button", name="Create").click()
+    doc_id = "%d_greeter" % device.macid
+    expect(page.locator(".editor-panel .sub"), doc_id)
+    agent.wait_line(r"\[greeter\] hello from the page started", timeout=20)
+    stored = db.admin[doc_id]
+    assert stored["type"] == device.macid and isinstance(stored["type"], int)
+    assert stored["created_by"] == name and stored["name"] == "greeter"
+    assert email.utils.parsedate_to_datetime(stored["timestamp"]) is not None
+    assert stored["timestamp"].endswith(" GMT"), stored["timestamp"]
+    log = page.locator('[data-log="%s"]' % doc_id)
+    expect(log, "hello from the page started")
+    expect(page.locator('[data-worker="%s"]' % doc_id), "running")
+
+    # Edit it: a module, the main code; save; the new worker's line appears live.
+    page.get_by_role("button", name="+ module").click()
+    page.get_by_label("Name of the new module").fill("words")
+    page.get_by_role("button", name="Add", exact=True).click()
+    set_editor_text(page, 'GREETING = "edited in the browser"\n')
+    page.locator('button[data-file="code"]').click()
+    set_editor_text(page, "import time\nimport words\n\n\ndef main():\n"
+                          "    log(words.GREETING)\n"
+                          "    while not should_quit():\n        time.sleep(0.05)\n")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".editor-form .status"), "Saved")
+    expect(log, "edited in the browser")
+    stored = db.admin[doc_id]
+    assert stored["modules"] == {"words": 'GREETING = "edited in the browser"\n'}
+    assert "words.GREETING" in stored["code"] and stored["created_by"] == name
+    assert editor_text(page) == stored["code"]
+    screenshot(page, "device-edited")
+    page.set_viewport_size(PHONE)
+    expect(log, "edited in the browser")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, "device-phone")
+    page.set_viewport_size(DESKTOP)
+
+    # A document the page cannot parse is shown, not edited (and not changed).
+    db.admin.save({"_id": "%d_odd" % device.macid, "type": device.macid, "name": "odd",
+                   "created_by": "admin", "modules": "not an object"})
+    page.get_by_role("button", name="Close").click()
+    expect(page.locator('li[data-doc="%d_odd"]' % device.macid), "cannot be shown")
+    page.locator('li[data-doc="%d_odd"] a' % device.macid).click()
+    expect(page.get_by_role("alert").first, "cannot be edited in the page")
+    screenshot(page, "device-unparsable")
+    page.get_by_role("button", name="Close").click()
+
+    # Delete the document: its worker stops.
+    page.locator('li[data-doc="%s"] a' % doc_id).click()
+    mark = agent.mark()
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete document").click()
+    expect(page.locator(".code-list"), "odd")
+    wait_for(lambda: db.admin.get(doc_id) is None, message="document deleted")
+    agent.wait_line(r"greeter: RUNNING -> STOPPING", after=mark, timeout=20)
+    page.locator('[data-worker="%s"]' % doc_id).wait_for(state="detached", timeout=EXPECT_MS)
+    assert_only_origin(ctx)
+    assert_no_page_errors(ctx, allowed=("Failed to load resource",))
+
+
+def test_run_a_command_and_see_its_output(site, db, device, start_agent, web):
+    name, password = site.operator()
+    start_agent(device)
+    ctx, page = open_page(web, site, name, password, hash_path="#/device/%d" % device.macid)
+    expect(page.locator(".facts [data-alive]"), "fresh")
+    box = page.get_by_role("textbox", name="Command")
+    box.fill("echo 'hello from a command'")
+    box.press("Enter")
+    result = page.locator("article.cmd", has_text="hello from a command")
+    expect(result.locator(".stdout"), "hello from a command")
+    expect(result.locator(".exit-code"), "0")
+    box.fill('sh -c "echo oops >&2; exit 3"')
+    page.get_by_role("button", name="Run").click()
+    result = page.locator("article.cmd", has_text="exit 3")
+    expect(result.locator(".stderr"), "oops")
+    expect(result.locator(".exit-code"), "3")
+    docs = [r.doc for r in db.admin.view("_all_docs", include_docs=True)
+            if r.doc.get("type") == "%d_cmd" % device.macid]
+    assert len(docs) == 2
+    for doc in docs:
+        assert doc["created_by"] == name
+        assert doc["timestamp"].endswith(" GMT")
+    assert sorted(d["cmd"] for d in docs) == [["echo", "hello from a command"],
+                                              ["sh", "-c", "echo oops >&2; exit 3"]]
+    screenshot(page, "command")
+
+    # The session runs out while a command is typed: the page asks for the
+    # password again, in a dialog over what is there; the command is not lost.
+    ctx.clear_cookies()
+    box.fill("echo after the new login")
+    page.get_by_role("button", name="Run").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog, "Your session has ended")
+    expect(page.locator(".command-form + .status"), "The command is still in the box")
+    assert box.input_value() == "echo after the new login"
+    screenshot(page, "session-ended")
+    dialog.get_by_label("Password").fill(password)    # the user name is filled in
+    dialog.get_by_role("button", name="Log in").click()
+    dialog.wait_for(state="detached")
+    page.get_by_role("button", name="Run").click()
+    result = page.locator("article.cmd", has_text="after the new login")
+    expect(result.locator(".stdout"), "after the new login")
+    assert_only_origin(ctx)
+    assert_no_page_errors(ctx, allowed=("Failed to load resource",))
+
+
+def test_a_save_over_a_newer_revision_is_refused(site, db, device, start_agent, web):
+    alice = site.operator()
+    bob = site.operator()
+    doc_id = "%d_shared" % device.macid
+    code_doc(db, doc_id, device.macid, "shared", loop_code("version 1"), creator=alice[0])
+    agent = start_agent(device)
+    agent.wait_line(r"version 1 started")
+    route = "#/device/%d/code/%s" % (device.macid, doc_id)
+    ctx_a, page_a = open_page(web, site, *alice, hash_path=route)
+    ctx_b, page_b = open_page(web, site, *bob, hash_path=route)
+    for page in (page_a, page_b):
+        expect(page.locator(".editor-panel .sub"), "revision 1")
+    # Both edit; Alice saves first.
+    set_editor_text(page_b, loop_code("bob's version"))
+    set_editor_text(page_a, loop_code("alice's version"))
+    page_a.get_by_role("button", name="Save").click()
+    expect(page_a.locator(".editor-form .status"), "Saved")
+    agent.wait_line(r"alice's version started")
+    # Bob's page notices the newer revision; his save is refused, his text kept.
+    expect(page_b.locator(".newer-notice"), "newer version")
+    page_b.get_by_role("button", name="Save").click()
+    expect(page_b.locator(".editor-form .status"), "Not saved")
+    expect(page_b.locator(".editor-form .status"), "changed by someone else")
+    assert "bob's version" in editor_text(page_b)
+    assert "alice's version" in db.admin[doc_id]["code"]
+    screenshot(page_b, "conflict-refused")
+    # Bob takes Alice's version and saves on top of it: that works.
+    page_b.get_by_role("button", name="Load their version (drops your edits)").click()
+    assert "alice's version" in editor_text(page_b)
+    set_editor_text(page_b, loop_code("bob on top of alice"))
+    page_b.get_by_role("button", name="Save").click()
+    expect(page_b.locator(".editor-form .status"), "Saved")
+    assert "bob on top of alice" in db.admin[doc_id]["code"]
+    for ctx in (ctx_a, ctx_b):
+        assert_only_origin(ctx)
+    assert_no_page_errors(ctx_b, allowed=("409", "Failed to load resource"))

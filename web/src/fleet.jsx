@@ -1,0 +1,150 @@
+import {useState} from 'preact/hooks';
+import {
+  duration, heartbeatProblem, liveness, loadText, macAddress, number, parseMacId,
+  workerCounts, workers,
+} from './model.js';
+import {deviceHref, navigate} from './hooks.js';
+
+const ALIVE_TEXT = {fresh: 'fresh', late: 'late', silent: 'silent', none: 'no heartbeat yet'};
+
+export function AliveBadge({live}) {
+  let detail = '';
+  if (live.state === 'none') {
+    detail = '';
+  } else if (live.age === null) {
+    detail = 'time unreadable';
+  } else {
+    detail = duration(live.age) + ' ago';
+  }
+  return (
+    <span class={'badge alive-' + live.state} data-alive={live.state}
+      title={`heartbeat every ${live.interval} s`}>
+      <span class="dot" aria-hidden="true" />
+      {ALIVE_TEXT[live.state]}
+      {detail && <span class="age"> · {detail}</span>}
+      {live.stopped && <span class="age"> · agent stopped</span>}
+    </span>
+  );
+}
+
+export function WorkerCounts({list}) {
+  const counts = workerCounts(list);
+  if (!counts.length) {
+    return <span class="muted">none</span>;
+  }
+  return (
+    <span class="counts">
+      {counts.map(([state, n]) => (
+        <span class={'count state-' + state} key={state}>{n} {state}</span>
+      ))}
+    </span>
+  );
+}
+
+export function deviceName(device, hb) {
+  return (hb && typeof hb.hostname === 'string' && hb.hostname) || device;
+}
+
+function OpenDevice() {
+  const [text, setText] = useState('');
+  const [error, setError] = useState('');
+  const submit = (e) => {
+    e.preventDefault();
+    const macid = parseMacId(text);
+    if (macid === null) {
+      setError('Give a MacID (decimal digits) or a MAC address such as b8:27:eb:12:34:56.');
+      return;
+    }
+    setError('');
+    navigate(deviceHref(macid));
+  };
+  return (
+    <form class="open-device" onSubmit={submit}>
+      <label for="open-device">Open a device by MacID or MAC address</label>
+      <div class="row">
+        <input id="open-device" value={text} onInput={(e) => setText(e.currentTarget.value)}
+          placeholder="b8:27:eb:12:34:56" autocapitalize="none" spellcheck={false}
+          aria-describedby="open-device-error" />
+        <button type="submit">Open</button>
+      </div>
+      <div class="error" id="open-device-error" role="alert">{error}</div>
+    </form>
+  );
+}
+
+export function Fleet({store, now}) {
+  const fleet = [...store.fleet().values()];
+  fleet.sort((a, b) => deviceName(a.device, a.heartbeat).localeCompare(deviceName(b.device, b.heartbeat)) ||
+    a.device.localeCompare(b.device));
+  const counts = {fresh: 0, late: 0, silent: 0, none: 0};
+  const rows = fleet.map((entry) => {
+    const live = liveness(entry.heartbeat, now);
+    counts[live.state] += 1;
+    return {...entry, live};
+  });
+
+  return (
+    <div class="fleet-view">
+      <div class="view-head">
+        <h1 id="view-title" tabindex="-1">Fleet</h1>
+        <p class="summary" aria-live="polite">
+          {store.loaded
+            ? `${fleet.length} device${fleet.length === 1 ? '' : 's'}: ${counts.fresh} fresh, ${counts.late} late, ` +
+              `${counts.silent} silent, ${counts.none} without heartbeat`
+            : 'Loading…'}
+        </p>
+      </div>
+      <OpenDevice />
+      {store.loadError && !store.loaded && (
+        <p class="error-box" role="alert">Could not load the fleet: {store.loadError.message}</p>
+      )}
+      {store.loaded && !fleet.length && (
+        <p class="empty">No device has sent a heartbeat or has code in this database yet. Once an
+          agent runs (<code>himbeerecouch run</code>) its device appears here by itself.</p>
+      )}
+      {fleet.length > 0 && (
+        <table class="fleet cards">
+          <caption class="sr-only">Devices, their last heartbeat and their workers</caption>
+          <thead>
+            <tr>
+              <th scope="col">Device</th>
+              <th scope="col">Alive</th>
+              <th scope="col">IP</th>
+              <th scope="col">Uptime</th>
+              <th scope="col">Temperature</th>
+              <th scope="col">Load</th>
+              <th scope="col">Workers</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map(({device, heartbeat: hb, live, code}) => {
+              const problem = hb ? heartbeatProblem(hb) : null;
+              const list = workers(hb);
+              const uptime = hb ? (hb.system_uptime ?? hb.uptime) : undefined;
+              return (
+                <tr key={device} data-device={device} class={'alive-' + live.state}>
+                  <th scope="row" data-label="Device">
+                    <a href={deviceHref(device)} class="device-link">{deviceName(device, hb)}</a>
+                    <span class="sub">{device}{macAddress(device) ? ' · ' + macAddress(device) : ''}</span>
+                  </th>
+                  <td data-label="Alive">
+                    <AliveBadge live={live} />
+                    {problem && <span class="problem" role="note">unreadable heartbeat: {problem}</span>}
+                  </td>
+                  <td data-label="IP">{hb && typeof hb.ip === 'string' ? hb.ip : '–'}</td>
+                  <td data-label="Uptime">{duration(uptime)}</td>
+                  <td data-label="Temperature">{number(hb && hb.cpu_temperature, 1, ' °C')}</td>
+                  <td data-label="Load">{loadText(hb && hb.load)}</td>
+                  <td data-label="Workers">
+                    {hb ? <WorkerCounts list={list} />
+                      : <span class="muted">{code} code document{code === 1 ? '' : 's'} waiting</span>}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
