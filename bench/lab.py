@@ -1,0 +1,163 @@
+"""The bench's lab: the test server, databases, device users, agents, and cleanup.
+
+Reuses the test suite's parts, imported by path: ``tests/couchserver.py``
+(the PouchDB-based server on a free 127.0.0.1 port), ``tests/helpers.py``
+(device users) and ``tests/agent.py`` (the real ``himbeerecouch run`` as a
+subprocess).  Everything started goes on one :class:`Lab`'s list of closers,
+run in reverse order by :meth:`Lab.close`, also on failure or Ctrl-C.
+"""
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import couchdb  # noqa: E402
+import psutil  # noqa: E402
+
+from agent import Agent  # noqa: E402  (tests/agent.py)
+from couchserver import CouchServer, free_port  # noqa: E402,F401  (tests/couchserver.py)
+from helpers import DEVICE_ROLE, create_device_user, grant_members  # noqa: E402
+
+from himbeerecouch.sandbox import proctree  # noqa: E402
+
+PI_OUI = 0xB827EB000000
+
+
+class Lab:
+    """One test server and everything the bench starts against it."""
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="himbeerecouch-bench-")
+        self._closers = [lambda: shutil.rmtree(self.tmp, ignore_errors=True)]
+        self.server = CouchServer()
+        self.server.start()
+        self._closers.append(self.server.stop)
+        self.admin = couchdb.Server(self.server.admin_url,
+                                    session=couchdb.http.Session(timeout=30))
+        self.users = self.admin["_users"]
+        self._macid = PI_OUI + secrets.randbits(16) * 256
+
+    @property
+    def url(self):
+        return self.server.url
+
+    def on_close(self, fn):
+        self._closers.append(fn)
+
+    def close(self):
+        while self._closers:
+            fn = self._closers.pop()
+            try:
+                fn()
+            except Exception as e:   # noqa: BLE001 - cleanup must go on
+                print("bench: cleanup step failed: %r" % e, file=sys.stderr)
+
+    # ------------------------------------------------------------ database, devices
+    def database(self, prefix="bench"):
+        """A fresh database named ``<prefix>/<hex>`` that device users may use."""
+        name = "%s/%s" % (prefix, secrets.token_hex(4))
+        db = self.admin.create(name)
+        grant_members(db, DEVICE_ROLE)
+        return db
+
+    def device(self):
+        """A new device user (a Raspberry-Pi-like MacID no other run uses)."""
+        self._macid += 1
+        return create_device_user(self.users, self.url, self._macid)
+
+    # ------------------------------------------------------------ agents
+    def agent(self, db, device, url=None, heartbeat_interval=10, feed_heartbeat=5,
+              stop_timeout=5, start=True, server_file=False):
+        """``himbeerecouch run`` for ``device``; killed (with its workers) at close.
+
+        ``server_file``: the URL goes into the agent's server file instead of
+        onto its command line, so that :meth:`BenchAgent.retarget` can move it.
+        """
+        state = os.path.join(self.tmp, "state-%d" % device.macid)
+        agent = BenchAgent(url or self.url, db.name, device, state, stop_timeout=stop_timeout,
+                           feed_heartbeat=feed_heartbeat,
+                           args=["--heartbeat-interval", str(heartbeat_interval)])
+        agent.server_file = server_file
+
+        def close():
+            agent.close()                 # SIGKILL by pid if still running
+            kill_device(device.macid)     # and whatever of its workers is left, by tag
+        self.on_close(close)
+        return agent.start() if start else agent
+
+
+class BenchAgent(Agent):
+    """tests/agent.py's Agent, optionally reading its server URL from the server file."""
+
+    server_file = False
+
+    def command(self):
+        cmd = super().command()
+        if self.server_file:
+            i = cmd.index("--server")
+            del cmd[i:i + 2]
+            self.retarget(self.url, signal_it=False)
+        return cmd
+
+    def retarget(self, url, signal_it=True):
+        """Write ``url`` into the server file; SIGHUP makes the agent follow it."""
+        os.makedirs(self.state_dir, exist_ok=True)
+        with open(os.path.join(self.state_dir, "server"), "w") as f:
+            f.write(url + "\n")
+        self.url = url
+        if signal_it:
+            self.signal(signal.SIGHUP)
+
+
+def wait_until(predicate, timeout, what, interval=0.01):
+    """Poll ``predicate`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("bench: %s did not happen within %.0f s" % (what, timeout))
+        time.sleep(interval)
+
+
+def rss_mb(pid):
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def sampled_rss_mb(pid, samples=5, every=0.4):
+    """Median RSS of ``pid`` over a few samples."""
+    values = []
+    for i in range(samples):
+        if i:
+            time.sleep(every)
+        values.append(rss_mb(pid))
+    return statistics.median(values)
+
+
+def cpu_seconds(pid):
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def kill_device(macid):
+    """Whatever is left of a device's workers (by their tag)."""
+    return proctree.kill_tagged("%d/" % macid)
+
+
+def terminate(popen, timeout=10):
+    """SIGTERM, wait, SIGKILL."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout)
+        except Exception:   # noqa: BLE001
+            popen.kill()
+            popen.wait(timeout)
