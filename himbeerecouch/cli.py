@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 
 from . import __version__
+from . import couch  # noqa: F401  (first: it imports the couchdb client lightly)
 from . import config as configuration
 from .identity import IdentityError
 
