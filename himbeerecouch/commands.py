@@ -53,6 +53,13 @@ def parse_command(doc):
         raise BadCommand("'cmd' names no program")
     if any("\0" in a for a in argv):
         raise BadCommand("'cmd' must not contain NUL characters")
+    for a in argv:
+        try:
+            os.fsencode(a)
+        except UnicodeEncodeError:
+            # A lone surrogate (valid in JSON) has no bytes to pass to exec.
+            raise BadCommand("'cmd' argument %s cannot be passed to a program "
+                             "(it holds a lone surrogate)" % ascii(a)[:80]) from None
     timeout = doc.get("timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise BadCommand("'timeout' must be a positive number of seconds, not %r" % (timeout,))
@@ -153,19 +160,34 @@ class Commands:
                                % doc.get("claimed_at"))
             self._deliver(doc_id, kept)
             return
-        try:
-            claimed = couch.update_document(self._db(), doc_id, self._claim)
-        except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
-            log.warning("command %s not claimed (%s); it runs once the server answers",
-                        doc_id, couch.describe(e))
-            self._release(doc_id)
-            return
+        # Retried here until the server answers: nothing else would offer the
+        # command again while the feed itself works (a 500 on this one write).
+        delay = 1.0
+        while True:
+            try:
+                claimed = couch.update_document(self._db(), doc_id, self._claim)
+                break
+            except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
+                if self._stopping:
+                    self._release(doc_id)
+                    return
+                log.warning("command %s not claimed (%s); retrying in %.0f s",
+                            doc_id, couch.describe(e), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 60.0)
         if claimed is None:
             return
-        result = self.execute(claimed, self._next_tag())
+        try:
+            result = self.execute(claimed, self._next_tag())
+        except Exception as e:  # claimed: it must get an answer, never hang unanswered
+            log.exception("command %s failed unexpectedly", doc_id)
+            result = failure("the agent could not run it: %s: %s" % (type(e).__name__, e))
         self._deliver(doc_id, result)
 
     def _claim(self, doc):
+        if (doc.get("claimed_run") == self.run_token and "_rev" in doc
+                and not any(k in doc for k in ("ret", "error"))):
+            return doc          # our claim was saved but its answer was lost: run it
         if any(k in doc for k in ("ret", "error", "claimed_at")) or doc.get("_deleted"):
             return None
         if "_rev" not in doc:

@@ -127,8 +127,11 @@ def _restart(doc):
 def _name(doc):
     name = doc.get("name")
     if isinstance(name, str) and name.strip():
-        # One line, printable: it goes into ps and every log prefix.
-        return " ".join(name.split())[:80]
+        # One line, printable: it goes into ps and every log prefix.  Control
+        # characters (terminal escapes, bidi overrides) and lone surrogates
+        # (valid JSON, but no process title or log can carry them) become U+FFFD.
+        name = " ".join(name.split())[:80]
+        return "".join(c if c.isprintable() or c == "\u200d" else "\ufffd" for c in name)
     return doc["_id"]
 
 
@@ -162,6 +165,8 @@ def worker_spec(doc, global_modules, default_limits):
     spec = WorkerSpec(doc_id=doc_id, rev=rev, name=doc_id)
     try:
         spec.name = _name(doc)
+        if doc.get("_unreadable"):      # set by the feed; CouchDB forbids such a field
+            raise BadDocument(doc["_unreadable"])
         private = _source_modules(doc, "modules")
         code = doc.get("code")
         if code is not None and not isinstance(code, str):

@@ -68,6 +68,7 @@ class Feed(threading.Thread):
         self.seq = None
         self._connected = False
         self._stopping = threading.Event()
+        self._unusable = set()
 
     def stop(self):
         """Ask the thread to end; it does at its next line or timeout."""
@@ -103,11 +104,19 @@ class Feed(threading.Thread):
         selector = device_selector(self.macid)
         # The full list first, after every reconnection: whatever changed
         # while we were away is in it, deletions included.
-        result = db.changes(filter="_selector", _selector=selector, include_docs=True,
-                            style="main_only")
+        try:
+            result = db.changes(filter="_selector", _selector=selector, include_docs=True,
+                                style="main_only")
+        except RecursionError:
+            # A document nests deeper than the JSON decoder recurses: list the
+            # changes without documents, then read them one at a time.
+            result = db.changes(filter="_selector", _selector=selector, style="main_only")
+            for row in result.get("results", []):
+                if not row.get("deleted") and self._usable(row["id"]):
+                    row["doc"] = self._read(db, row)
         docs = {}
         for row in result.get("results", []):
-            if not row.get("deleted") and row.get("doc") is not None:
+            if not row.get("deleted") and row.get("doc") is not None and self._usable(row["id"]):
                 docs[row["id"]] = row["doc"]
         self.seq = result.get("last_seq")
         self._connected = True
@@ -117,15 +126,54 @@ class Feed(threading.Thread):
         # closing is noticed only through this timeout.
         feed_db = couch.open_database(self.url, self.database, self.user, self.password,
                                       timeout=3 * self.heartbeat)
-        for row in feed_db.changes(feed="continuous", since=self.seq, include_docs=True,
-                                   heartbeat=int(self.heartbeat * 1000), filter="_selector",
-                                   _selector=selector):
-            if self.stopping:
+        while True:
+            try:
+                for row in feed_db.changes(feed="continuous", since=self.seq, include_docs=True,
+                                           heartbeat=int(self.heartbeat * 1000),
+                                           filter="_selector", _selector=selector):
+                    if self.stopping:
+                        return
+                    if "last_seq" in row:
+                        return
+                    if "id" not in row or not self._usable(row["id"]):
+                        continue
+                    doc = None if row.get("deleted") else row.get("doc")
+                    self.seq = row.get("seq", self.seq)
+                    self.post(Changed(self, row["id"], doc, self.seq))
                 return
-            if "last_seq" in row:
-                return
-            if "id" not in row:
+            except RecursionError:
+                self._catch_up(db, selector)
+
+    def _catch_up(self, db, selector):
+        """The changes since ``seq``, their documents read one at a time."""
+        result = db.changes(filter="_selector", _selector=selector, since=self.seq,
+                            style="main_only")
+        for row in result.get("results", []):
+            if "id" not in row or not self._usable(row["id"]):
                 continue
-            doc = None if row.get("deleted") else row.get("doc")
+            doc = None if row.get("deleted") else self._read(db, row)
             self.seq = row.get("seq", self.seq)
             self.post(Changed(self, row["id"], doc, self.seq))
+        self.seq = result.get("last_seq", self.seq)
+
+    def _read(self, db, row):
+        """One document; a stand-in saying why when it nests too deeply to decode."""
+        try:
+            return db.get(row["id"])
+        except RecursionError:
+            log.error("document %s nests too deeply to be read; fix or delete it", row["id"])
+            rev = (row.get("changes") or [{}])[0].get("rev", "")
+            return {"_id": row["id"], "_rev": rev, "type": self.macid,
+                    "_unreadable": "its JSON nests too deeply for this agent to read it"}
+
+    def _usable(self, doc_id):
+        """False (said once) for an id no request can name: a lone surrogate."""
+        try:
+            doc_id.encode("utf-8")
+            return True
+        except UnicodeEncodeError:
+            if doc_id not in self._unusable:
+                self._unusable.add(doc_id)
+                log.error("document %s ignored: its id holds a lone surrogate, which no "
+                          "request to the database can name", ascii(doc_id))
+            return False

@@ -43,9 +43,15 @@ class Printer:
         line = "%s [%s]%s %s\n" % (stamp, message.source, marker, message.text)
         with self._lock:
             try:
-                self._stream.write(line)
+                try:
+                    self._stream.write(line)
+                except UnicodeEncodeError:
+                    # A lone surrogate from a document: escaped, not lost.
+                    encoding = getattr(self._stream, "encoding", None) or "utf-8"
+                    self._stream.write(line.encode(encoding, "backslashreplace")
+                                       .decode(encoding))
                 self._stream.flush()
-            except (OSError, ValueError):
+            except (OSError, ValueError, LookupError):
                 pass  # a closed terminal must not kill the supervisor
         for callback in self._subscribers:
             callback(message)

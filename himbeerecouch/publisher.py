@@ -57,7 +57,7 @@ class Publisher(threading.Thread):
         self._design = None           # the update handler that works, or "" for none
         self._probed_at = 0.0
         self._last_error = None
-        self._revs = {}               # doc id -> last rev we wrote
+        self._revs = {}               # doc id -> the document as we last wrote it
         self._dropped_said = {}       # worker doc id -> dropped lines already reported
 
     # ------------------------------------------------------------ called by the loop
@@ -190,13 +190,19 @@ class Publisher(threading.Thread):
         return True
 
     def _save(self, db, doc_id, fields):
-        """Save ``fields`` as ``doc_id``: with the last rev we wrote, else merged."""
-        rev = self._revs.get(doc_id)
-        if rev:
+        """Save ``fields`` as ``doc_id``: over what we last wrote, else merged.
+
+        Either way what another writer added stays: the document we last
+        wrote (and merged their fields into) is the base of the next write.
+        """
+        last = self._revs.get(doc_id)
+        if last:
             try:
-                doc = dict(fields, _id=doc_id, _rev=rev)
+                doc = dict(last)
+                doc.update(fields)
+                doc["created_by"] = last.get("created_by", doc.get("created_by"))
                 db.save(doc)
-                self._revs[doc_id] = doc["_rev"]
+                self._revs[doc_id] = doc
                 return
             except couchdb.http.ResourceConflict:
                 pass
@@ -207,7 +213,7 @@ class Publisher(threading.Thread):
             doc["created_by"] = created_by      # may never change
             return doc
         saved = couch.update_document(db, doc_id, merge)
-        self._revs[doc_id] = saved["_rev"]
+        self._revs[doc_id] = saved
 
     # ------------------------------------------------------------ logs
     def _write_logs(self):

@@ -16,6 +16,7 @@ import queue
 import selectors
 import signal
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from . import cache, config as configuration
 from .commands import Commands
@@ -34,6 +35,7 @@ log = logging.getLogger("himbeerecouch.supervisor")
 RESTART_HOLD = 1.0      # a changed worker younger than this restarts only when it is this old
 OFFLINE_GRACE = 10.0    # run the cached documents when the server says nothing this long
 CACHE_DELAY = 0.5       # coalesce cache writes
+CACHE_RETRY = 10.0      # a cache write that failed (a full disk) is tried again this late
 READ_CHUNK = 65536
 STATUS_LINE_MAX = 1 << 20
 DRAIN_MAX = 1 << 20     # what is read from a dead worker's pipes at most
@@ -66,11 +68,18 @@ class Supervisor:
         self.publisher = None
         self.commands = None
         self._report = True          # the heartbeat should say something new
+        self._warned = set()         # (doc id, rev, text) of warnings already logged
         self._lock_fd = None
 
     # ----------------------------------------------------------- set-up
     def _database_info(self):
-        return {"url": self.config.server, "name": self.config.database,
+        # Workers log in as the device: credentials written into the server
+        # URL (an admin's, say) are not for user code to see.
+        url = self.config.server
+        if url:
+            parts = urlsplit(url)
+            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        return {"url": url, "name": self.config.database,
                 "user": self.identity.user, "password": self.identity.password}
 
     def _lock_state_dir(self):
@@ -301,7 +310,12 @@ class Supervisor:
 
     def _recompute(self):
         def warn(doc_id, text):
-            log.warning("%s", text, extra={"doc_id": doc_id})
+            # Named (the line must say which document), and once per revision:
+            # this runs after every event.
+            key = (doc_id, (self.docs.get(doc_id) or {}).get("_rev"), text)
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning("document %s: %s", doc_id, text, extra={"doc_id": doc_id})
         self.wanted = wanted_workers(self.docs, self.config.default_limits, warn)
         self.dirty = True
 
@@ -320,7 +334,7 @@ class Supervisor:
             if w is None:
                 w = self.workers[doc_id] = Worker(spec)
                 for text in spec.warnings:
-                    log.warning("%s", text, extra={"doc_id": doc_id})
+                    log.warning("document %s: %s", doc_id, text, extra={"doc_id": doc_id})
                 self._launch(w, "new document %s" % spec.rev)
                 continue
             w.removing = False
@@ -434,7 +448,10 @@ class Supervisor:
                 if name == "offline":
                     self._use_cache()
                 elif name == "cache":
-                    cache.save(self._cache_path, self.macid, self.config.database, self.docs)
+                    if not cache.save(self._cache_path, self.macid, self.config.database,
+                                      self.docs):
+                        # Else the cache stays stale until the next change.
+                        self.deadlines["cache"] = now + CACHE_RETRY
 
     # ----------------------------------------------------------- output
     def _read(self, w, fd, stream, splitter, limit=READ_CHUNK):
@@ -515,7 +532,7 @@ class Supervisor:
 
     def _on_exit(self, w, code):
         self._drain(w)
-        self.launcher.cleanup(w)
+        leftovers = self.launcher.cleanup(w)
         w.last_exit = code
         w.stop_deadline = None
         now = time.monotonic()
@@ -538,6 +555,10 @@ class Supervisor:
                       ": %s" % w.last_error if w.last_error else "", extra={"doc_id": w.doc_id})
             if w.last_error is None:
                 w.last_error = describe_exit(code)
+        if leftovers:
+            # Even after a clean exit: what it left running was killed, say so.
+            note = "ended %d process(es) it left behind" % len(leftovers)
+            w.last_error = "%s; %s" % (w.last_error, note) if w.last_error else note
         if w.pending_spec:
             # It ended while a change was held back: start the new revision now.
             w.spec, w.pending_spec, w.failures = w.pending_spec, None, 0

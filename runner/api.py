@@ -32,7 +32,17 @@ _database = None  # {"url", "name", "user", "password"}, set by the runner
 def log(*args):
     """Print the arguments, separated by spaces, as one line on stdout."""
     # One write for the whole line keeps lines from threads from mixing.
-    sys.stdout.write(" ".join(map(str, args)) + "\n")
+    line = " ".join(map(str, args)) + "\n"
+    # Text from the database may hold lone surrogates (valid JSON, not
+    # encodable): print them escaped rather than fail the user's code.
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    try:
+        line.encode(encoding)
+    except UnicodeEncodeError:
+        line = line.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        pass
+    sys.stdout.write(line)
     sys.stdout.flush()
 
 

@@ -142,7 +142,11 @@ def _outcome(exc, channel, import_dir):
         if isinstance(code, int):
             return code
         # Like the interpreter: sys.exit("message") prints it and exits 1.
-        sys.stderr.write("%s\n" % (code,))
+        try:
+            sys.stderr.write("%s\n" % (code,))
+        except (OSError, ValueError, AttributeError):
+            pass  # user code closed or replaced stderr
+        channel.send("error", error=failures.summary(exc))
         return EX_ERROR
     if isinstance(exc, KeyboardInterrupt) and api.should_quit():
         # User code restored the default SIGINT handler: still a clean stop.
