@@ -102,6 +102,7 @@ class Commands:
         self._queue = queue.Queue()
         self._seen = set()
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._serial = 0
         self._threads = [threading.Thread(target=self._work, name="command-%d" % i, daemon=True)
                          for i in range(max_parallel)]
@@ -145,8 +146,13 @@ class Commands:
             self._seen.discard(doc_id)
 
     def _db(self):
-        return couch.open_database(self.url, self.database, self.identity.user,
-                                   self.identity.password)
+        """This thread's connection (kept: a new one per request costs a handshake)."""
+        key = (self.url, self.database)
+        if getattr(self._local, "key", None) != key:
+            self._local.db = couch.open_database(self.url, self.database, self.identity.user,
+                                                 self.identity.password)
+            self._local.key = key
+        return self._local.db
 
     def _handle(self, doc):
         doc_id = doc["_id"]
@@ -165,7 +171,9 @@ class Commands:
         delay = 1.0
         while True:
             try:
-                claimed = couch.update_document(self._db(), doc_id, self._claim)
+                # The revision the feed brought is tried first: one request.
+                claimed = couch.update_document(self._db(), doc_id, self._claim, current=doc)
+                doc = None      # a retry re-reads
                 break
             except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
                 if self._stopping:
@@ -182,7 +190,7 @@ class Commands:
         except Exception as e:  # claimed: it must get an answer, never hang unanswered
             log.exception("command %s failed unexpectedly", doc_id)
             result = failure("the agent could not run it: %s: %s" % (type(e).__name__, e))
-        self._deliver(doc_id, result)
+        self._deliver(doc_id, result, claimed)
 
     def _claim(self, doc):
         if (doc.get("claimed_run") == self.run_token and "_rev" in doc
@@ -268,8 +276,11 @@ class Commands:
         except OSError as e:
             log.warning("command %s: result not kept on disk (%s)", doc_id, e.strerror)
 
-    def _deliver(self, doc_id, result):
-        """Merge ``result`` into the document; retry until the server takes it."""
+    def _deliver(self, doc_id, result, current=None):
+        """Merge ``result`` into the document; retry until the server takes it.
+
+        ``current``: the revision we saved when claiming it, tried first.
+        """
         self._keep(doc_id, result)
 
         def merge(doc):
@@ -280,7 +291,7 @@ class Commands:
         delay = 1.0
         while True:
             try:
-                couch.update_document(self._db(), doc_id, merge)
+                couch.update_document(self._db(), doc_id, merge, current=current)
                 break
             except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
                 if self._stopping:

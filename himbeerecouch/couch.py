@@ -96,16 +96,22 @@ def server_of(db):
     return server
 
 
-def update_document(db, doc_id, change, attempts=10):
+def update_document(db, doc_id, change, attempts=10, current=None):
     """Apply ``change(doc)`` to the newest revision of ``doc_id`` and save it.
 
     ``doc`` is ``{"_id": doc_id}`` when the document does not exist yet.
     ``change`` returns the document to save, or None to leave it as it is.
     A conflict (someone saved in between) re-reads, re-applies and retries,
     so nothing another writer stored, and nothing ``change`` adds, is lost.
+    ``current``, a revision of the document the caller already holds (from
+    the feed, or its own last write), is tried first: one request, not two,
+    when nobody wrote in between.
     """
     for _ in range(attempts):
-        doc = db.get(doc_id) or {"_id": doc_id}
+        if current is not None:
+            doc, current = current, None
+        else:
+            doc = db.get(doc_id) or {"_id": doc_id}
         new = change(dict(doc))
         if new is None:
             return None

@@ -195,25 +195,13 @@ class Publisher(threading.Thread):
         Either way what another writer added stays: the document we last
         wrote (and merged their fields into) is the base of the next write.
         """
-        last = self._revs.get(doc_id)
-        if last:
-            try:
-                doc = dict(last)
-                doc.update(fields)
-                doc["created_by"] = last.get("created_by", doc.get("created_by"))
-                db.save(doc)
-                self._revs[doc_id] = doc
-                return
-            except couchdb.http.ResourceConflict:
-                pass
-
         def merge(doc):
             created_by = doc.get("created_by", self.identity.user)
             doc.update(fields)
             doc["created_by"] = created_by      # may never change
             return doc
-        saved = couch.update_document(db, doc_id, merge)
-        self._revs[doc_id] = saved
+        self._revs[doc_id] = couch.update_document(db, doc_id, merge,
+                                                   current=self._revs.get(doc_id))
 
     # ------------------------------------------------------------ logs
     def _write_logs(self):
