@@ -8,6 +8,7 @@ import urllib.parse
 
 import couchdb
 import couchdb.http
+import psutil
 
 from himbeerecouch import identity
 
@@ -64,6 +65,24 @@ def url_with_credentials(url, user, password):
     netloc = "%s:%s@%s" % (urllib.parse.quote(user, safe=""),
                            urllib.parse.quote(password, safe=""), parts.netloc)
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def gone(pid):
+    """True when ``pid`` no longer runs (a zombie counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def poll_until(predicate, timeout=10.0):
+    """Like wait_for, but returns False instead of raising at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def wait_for(predicate, timeout=10, interval=0.05, message=""):

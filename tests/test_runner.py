@@ -18,6 +18,8 @@ import uuid
 import psutil
 import pytest
 
+from helpers import gone, poll_until
+
 from himbeerecouch.sandbox.environment import worker_environment
 from himbeerecouch.sandbox.importdir import make_import_dir, remove_import_dir
 from himbeerecouch.sandbox.proctree import kill_tree
@@ -123,23 +125,6 @@ def spawn(tmp_path):
     yield start
     for worker in workers:
         worker.cleanup()
-
-
-def gone(pid):
-    """True when ``pid`` no longer runs (a zombie counts as gone)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def poll_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_main_logs_and_reports_running_then_done(spawn):

@@ -18,6 +18,8 @@ import uuid
 import psutil
 import pytest
 
+from helpers import gone, poll_until
+
 from himbeerecouch.sandbox import guardian, proctree
 from himbeerecouch.sandbox.environment import worker_environment
 from himbeerecouch.sandbox.importdir import (make_import_dir, remove_import_dir,
@@ -28,22 +30,6 @@ from himbeerecouch.sandbox.spawn import spawn_worker
 
 def unique_tag():
     return "hc-test-%d-%s-" % (os.getpid(), uuid.uuid4().hex[:8])
-
-
-def gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def poll_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def read_line(fd, prefix, timeout=10.0):
@@ -322,8 +308,10 @@ def test_guardian_cleans_up_when_the_supervisor_goes(tmp_path, workers):
         other = make_import_dir(str(base), "hc-other-", {})
         worker = workers(folder, prefix + "w1")
         pid, grandchild = map(int, read_line(worker.stdout, "pids ").split())
-        with open("/proc/%d/cmdline" % popen.pid, "rb") as f:
-            assert f.read().rstrip(b"\0").decode() == "himbeerecouch: guardian " + prefix
+        # The title is set once the guardian is up (and ignores SIGTERM): wait for it.
+        title = ("himbeerecouch: guardian " + prefix).encode()
+        assert poll_until(lambda: open("/proc/%d/cmdline" % popen.pid, "rb").read()
+                          .rstrip(b"\0") == title, 10)
         # The workers do not hold the guardian's pipe: only its closing counts.
         pipe = os.readlink("/proc/self/fd/%d" % write_fd)
         for p in (worker.pid, grandchild):

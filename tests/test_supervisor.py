@@ -10,34 +10,15 @@ import time
 
 import psutil
 
-from helpers import wait_for
-
-LOOP = """
-import time
-def main():
-    log("%(tag)s started")
-    while not should_quit():
-        time.sleep(0.05)
-    log("%(tag)s quitting")
-"""
-
-
-def loop_code(tag):
-    return LOOP % {"tag": tag}
-
+from helpers import delete_doc, loop_code, put_doc, wait_for
 
 def put(db, doc_id, **fields):
     """Create or replace a document the way the web page saves it."""
-    doc = db.admin.get(doc_id) or {"_id": doc_id}
-    for key in [k for k in doc if not k.startswith("_")]:
-        del doc[key]
-    doc.update(fields)
-    db.admin.save(doc)
-    return doc
+    return put_doc(db.admin, doc_id, **fields)
 
 
 def delete(db, doc_id):
-    db.admin.delete(db.admin[doc_id])
+    delete_doc(db.admin, doc_id)
 
 
 def alive(pid):
