@@ -8,7 +8,6 @@ supervisor call :func:`load` again with the same command line.
 """
 import configparser
 import math
-import os
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit, urlunsplit
 

@@ -7,7 +7,6 @@ the wanted documents, reaps exited workers, fires due deadlines, and
 reconciles: the wanted set of worker specs against the workers that run.
 Nothing polls: when nothing happens the loop sleeps until the next deadline.
 """
-import errno
 import fcntl
 import json
 import logging
@@ -15,7 +14,9 @@ import os
 import queue
 import selectors
 import signal
+import sys
 import time
+import traceback
 from urllib.parse import urlsplit, urlunsplit
 
 from . import cache, config as configuration
@@ -23,11 +24,11 @@ from .commands import Commands
 from .documents import is_code_document, is_command_document, wanted_workers
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
-from .output import LineSplitter
 from .printer import Message
 from .publisher import Publisher
 from .sandbox.guardian import start_guardian
 from .sandbox.modules import BadModule
+from .streams import WorkerStreams
 from .worker import ACTIVE, State, Worker, after_exit, backoff_delay, describe_exit
 
 log = logging.getLogger("himbeerecouch.supervisor")
@@ -36,9 +37,6 @@ RESTART_HOLD = 1.0      # a changed worker younger than this restarts only when 
 OFFLINE_GRACE = 10.0    # run the cached documents when the server says nothing this long
 CACHE_DELAY = 0.5       # coalesce cache writes
 CACHE_RETRY = 10.0      # a cache write that failed (a full disk) is tried again this late
-READ_CHUNK = 65536
-STATUS_LINE_MAX = 1 << 20
-DRAIN_MAX = 1 << 20     # what is read from a dead worker's pipes at most
 
 
 class Supervisor:
@@ -62,6 +60,7 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.streams = WorkerStreams(self._selector, self._line)
         self.observers = []          # callables(worker) told of every state change
         self.launcher = None
         self.guardian = None
@@ -180,8 +179,7 @@ class Supervisor:
             if key.data is None:
                 self._drain_wake_pipe()
             else:
-                worker, stream, splitter = key.data
-                self._read(worker, key.fd, stream, splitter)
+                self.streams.ready(key)
 
     def _drain_wake_pipe(self):
         try:
@@ -232,8 +230,6 @@ class Supervisor:
         self._recompute()
 
     def _dump_stacks(self):
-        import sys
-        import traceback
         for ident, frame in sys._current_frames().items():
             for line in "".join(traceback.format_stack(frame)).rstrip().splitlines():
                 log.info("stack of thread %d: %s", ident, line)
@@ -314,6 +310,8 @@ class Supervisor:
             # this runs after every event.
             key = (doc_id, (self.docs.get(doc_id) or {}).get("_rev"), text)
             if key not in self._warned:
+                if len(self._warned) > 10000:
+                    self._warned.clear()    # bounded: at worst a warning is said again
                 self._warned.add(key)
                 log.warning("document %s: %s", doc_id, text, extra={"doc_id": doc_id})
         self.wanted = wanted_workers(self.docs, self.config.default_limits, warn)
@@ -376,11 +374,7 @@ class Supervisor:
             w.last_error = "cannot start: %s" % (e.strerror or e)
             self._backoff(w, w.last_error)
             return
-        for fd, stream, limit in ((w.process.stdout, "stdout", None),
-                                  (w.process.stderr, "stderr", None),
-                                  (w.process.status, "status", STATUS_LINE_MAX)):
-            splitter = LineSplitter(limit) if limit else LineSplitter()
-            self._selector.register(fd, selectors.EVENT_READ, (w, stream, splitter))
+        self.streams.watch(w)
         self._changed(w)
 
     def _retire(self, w, why):
@@ -454,30 +448,6 @@ class Supervisor:
                         self.deadlines["cache"] = now + CACHE_RETRY
 
     # ----------------------------------------------------------- output
-    def _read(self, w, fd, stream, splitter, limit=READ_CHUNK):
-        try:
-            data = os.read(fd, limit)
-        except BlockingIOError:
-            return True
-        except OSError as e:
-            if e.errno != errno.EIO:
-                log.warning("%s: reading its %s failed: %s", w.name, stream, e)
-            data = b""
-        if not data:
-            self._close_stream(w, fd, splitter, stream)
-            return False
-        for line in splitter.feed(data):
-            self._line(w, stream, line)
-        return True
-
-    def _close_stream(self, w, fd, splitter, stream):
-        for line in splitter.flush():
-            self._line(w, stream, line)
-        try:
-            self._selector.unregister(fd)
-        except (KeyError, ValueError):
-            pass
-
     def _line(self, w, stream, line):
         if stream != "status":
             self.printer.write(Message(w.name, line, stream, w.doc_id))
@@ -503,24 +473,6 @@ class Supervisor:
             for text in str(msg.get("text", "")).splitlines():
                 self.printer.write(Message(w.name, text, "stack", w.doc_id))
 
-    def _drain(self, w):
-        """Read what a dead worker left in its pipes, then close them."""
-        for key in list(self._selector.get_map().values()):
-            if key.data is None or key.data[0] is not w:
-                continue
-            _, stream, splitter = key.data
-            budget = DRAIN_MAX
-            while budget > 0 and self._read(w, key.fd, stream, splitter):
-                budget -= READ_CHUNK
-                if not self._readable(key.fd):
-                    break
-            self._close_stream(w, key.fd, splitter, stream)
-
-    @staticmethod
-    def _readable(fd):
-        import select
-        return bool(select.select([fd], [], [], 0)[0])
-
     # ----------------------------------------------------------- exits
     def _reap(self):
         for w in list(self.workers.values()):
@@ -531,7 +483,7 @@ class Supervisor:
                 self._on_exit(w, code)
 
     def _on_exit(self, w, code):
-        self._drain(w)
+        self.streams.drain(w)
         leftovers = self.launcher.cleanup(w)
         w.last_exit = code
         w.stop_deadline = None

@@ -1,13 +1,9 @@
 """Command documents against the real server: run exactly as asked, or say why not."""
-import os
 import signal
-import time
 
 import psutil
 
 from helpers import wait_for
-
-from himbeerecouch.logbook import iso  # noqa: F401  (format reference)
 
 
 def command(db, device, doc_id, cmd, **fields):

@@ -12,7 +12,7 @@ import couchdb
 import pytest
 
 import nedm
-from helpers import url_with_credentials, wait_for
+from helpers import wait_for
 
 from himbeerecouch import couch as couchlib
 from himbeerecouch.identity import device_password
