@@ -21,6 +21,20 @@ from himbeerecouch.sandbox import proctree
 
 HOST = "127.0.0.1"
 
+# The worker every fault test keeps beside the faulty ones: it must go on ticking.
+STEADY = """\
+import time
+def main():
+    i = 0
+    while not should_quit():
+        i += 1
+        log("tick", i)
+        for _ in range(5):
+            if should_quit():
+                break
+            time.sleep(0.1)
+"""
+
 
 # ------------------------------------------------------------------ what users see
 def heartbeat(database, macid, predicate=lambda hb: True, timeout=25,

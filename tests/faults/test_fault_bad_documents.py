@@ -17,7 +17,6 @@ import json
 import os
 import re
 import keyword
-import textwrap
 import urllib.parse
 import urllib.request
 
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent import Agent
-from faultkit import heartbeat, raw_delete, raw_put, result, steady_ok, worker_of
+from faultkit import STEADY, heartbeat, raw_delete, raw_put, result, steady_ok, worker_of
 from helpers import create_device_user, delete_doc, put_doc
 
 from himbeerecouch.sandbox.modules import RESERVED, STDLIB
@@ -38,18 +37,6 @@ SETTINGS = settings(max_examples=int(os.environ.get("FAULT_EXAMPLES", "10")), de
                     suppress_health_check=list(HealthCheck))
 SERIAL = itertools.count(1)
 
-STEADY = textwrap.dedent("""
-    import time
-    def main():
-        i = 0
-        while not should_quit():
-            i += 1
-            log("tick", i)
-            for _ in range(5):
-                if should_quit():
-                    break
-                time.sleep(0.1)
-""")
 RETURNS = "def main():\n    log(%r)\n"
 
 

@@ -22,22 +22,10 @@ import psutil
 import pytest
 
 from agent import Agent
-from faultkit import (assert_nothing_left, dead, heartbeat, log_document,
+from faultkit import (STEADY, assert_nothing_left, dead, heartbeat, log_document,
                       steady_ok, tagged, worker_hb, worker_of)
 from helpers import put_doc, wait_for
 
-STEADY = textwrap.dedent("""
-    import time
-    def main():
-        i = 0
-        while not should_quit():
-            i += 1
-            log("tick", i)
-            for _ in range(5):
-                if should_quit():
-                    break
-                time.sleep(0.1)
-""")
 
 LOOP = textwrap.dedent("""
     import time
