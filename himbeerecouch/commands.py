@@ -166,23 +166,14 @@ class Commands:
                                % doc.get("claimed_at"))
             self._deliver(doc_id, kept)
             return
-        # Retried here until the server answers: nothing else would offer the
-        # command again while the feed itself works (a 500 on this one write).
-        delay = 1.0
-        while True:
-            try:
-                # The revision the feed brought is tried first: one request.
-                claimed = couch.update_document(self._db(), doc_id, self._claim, current=doc)
-                doc = None      # a retry re-reads
-                break
-            except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
-                if self._stopping:
-                    self._release(doc_id)
-                    return
-                log.warning("command %s not claimed (%s); retrying in %.0f s",
-                            doc_id, couch.describe(e), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 60.0)
+        # Retried until the server answers: nothing else would offer the command
+        # again while the feed itself works (a 500 on this one write).  The
+        # revision the feed brought is tried first: one request.
+        answered, claimed = self._update_until_answered(
+            doc_id, self._claim, doc, "command %s not claimed")
+        if not answered:
+            self._release(doc_id)
+            return
         if claimed is None:
             return
         try:
@@ -288,18 +279,10 @@ class Commands:
                 return None     # the document was deleted meanwhile
             doc.update(result)
             return doc
-        delay = 1.0
-        while True:
-            try:
-                couch.update_document(self._db(), doc_id, merge, current=current)
-                break
-            except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
-                if self._stopping:
-                    return      # kept on disk: delivered by the next run
-                log.warning("command %s: result not written yet (%s); retrying in %.0f s",
-                            doc_id, couch.describe(e), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 60.0)
+        answered, _ = self._update_until_answered(
+            doc_id, merge, current, "command %s: result not written yet")
+        if not answered:
+            return      # kept on disk: delivered by the next run
         try:
             os.unlink(self._result_path(doc_id))
         except OSError:
@@ -307,6 +290,25 @@ class Commands:
         # Delivered: the document now has a result, so it is never offered again,
         # and forgetting it keeps memory flat however many commands come.
         self._release(doc_id)
+
+
+    def _update_until_answered(self, doc_id, change, current, what):
+        """``couch.update_document``, retried with backoff until the server answers.
+
+        ``(True, saved document or None)``, or ``(False, None)`` when the executor
+        stops first.  ``what`` says, with the document id, what is not done yet.
+        """
+        delay = 1.0
+        while True:
+            try:
+                return True, couch.update_document(self._db(), doc_id, change, current=current)
+            except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
+                if self._stopping:
+                    return False, None
+                log.warning(what + " (%s); retrying in %.0f s", doc_id, couch.describe(e), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 60.0)
+                current = None      # a retry re-reads
 
 
 def failure(error, started=None):
