@@ -351,11 +351,8 @@ class Supervisor:
     def _launch(self, w, why):
         w.next_start = None
         if w.spec.error:
-            w.last_error = None
-            log.error("cannot run document %s: %s", w.doc_id, w.spec.error,
-                      extra={"doc_id": w.doc_id})
-            w.transition(State.FATAL, "bad document")
-            self._changed(w)
+            w.last_error = None     # the spec's error is the one shown
+            self._refuse(w, w.spec.error)
             return
         if w.started_at is not None:
             w.restarts += 1
@@ -366,15 +363,19 @@ class Supervisor:
             self.launcher.start(w)
         except BadModule as e:
             w.last_error = str(e)
-            log.error("cannot run document %s: %s", w.doc_id, e, extra={"doc_id": w.doc_id})
-            w.transition(State.FATAL, "bad document")
-            self._changed(w)
+            self._refuse(w, w.last_error)
             return
         except OSError as e:
             w.last_error = "cannot start: %s" % (e.strerror or e)
             self._backoff(w, w.last_error)
             return
         self.streams.watch(w)
+        self._changed(w)
+
+    def _refuse(self, w, error):
+        """``w``'s document cannot run as it is: FATAL until it changes."""
+        log.error("cannot run document %s: %s", w.doc_id, error, extra={"doc_id": w.doc_id})
+        w.transition(State.FATAL, "bad document")
         self._changed(w)
 
     def _retire(self, w, why):
