@@ -14,6 +14,8 @@ import secrets
 import subprocess
 import sys
 
+import psutil
+
 from .sandbox import proctree
 from .sandbox.environment import worker_environment
 from .sandbox.guardian import tagged_pids
@@ -58,6 +60,27 @@ def _first_closed(path, uid, gids):
             return current
         current = os.path.join(current, part)
     return path
+
+
+def _supervisor_is_gone(proc, tag):
+    """Is the supervisor that started the tagged ``proc`` dead?
+
+    A tag reads ``<macid>/<supervisor pid>-<token>/...``.  A live process
+    with that pid is the supervisor only if it is older than ``proc`` (a
+    reused pid belongs to a younger process) and is no zombie.
+    """
+    try:
+        pid = int(tag.split("/")[1].split("-")[0])
+    except (IndexError, ValueError):
+        return True      # not a tag of ours: whatever made it is no supervisor
+    try:
+        supervisor = psutil.Process(pid)
+        return (supervisor.status() == psutil.STATUS_ZOMBIE
+                or supervisor.create_time() > proc.create_time())
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False     # cannot tell: leave it alone
 
 
 class LaunchError(RuntimeError):
@@ -148,8 +171,13 @@ class Launcher:
                               % (name, sys.executable, last))
 
     def cleanup_leftovers(self):
-        """End the processes and remove the import folders of earlier runs."""
-        killed = proctree.kill_tagged(self.device_prefix)
+        """End the processes and remove the import folders of earlier runs.
+
+        Only those whose supervisor is dead: the device lock already keeps a
+        second agent from starting, and this check makes sure that no code
+        path can ever end the workers of a supervisor that still runs.
+        """
+        killed = proctree.kill_tagged(self.device_prefix, select=_supervisor_is_gone)
         if killed:
             log.warning("ended %d process(es) left behind by an earlier run: %s",
                         len(killed), " ".join(map(str, killed)))

@@ -42,7 +42,8 @@ class WorkerStreams:
     def drain(self, w):
         """Read what a dead worker left in its pipes, then unregister them."""
         for key in list(self.selector.get_map().values()):
-            if key.data is None or key.data[0] is not w:
+            # Other keys (the wake-up pipe, the device lock) carry no tuple.
+            if not isinstance(key.data, tuple) or key.data[0] is not w:
                 continue
             _, stream, splitter = key.data
             budget = DRAIN_MAX

@@ -7,7 +7,6 @@ the wanted documents, reaps exited workers, fires due deadlines, and
 reconciles: the wanted set of worker specs against the workers that run.
 Nothing polls: when nothing happens the loop sleeps until the next deadline.
 """
-import fcntl
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import cache, config as configuration
 from .commands import Commands
+from .devicelock import DeviceLock
 from .documents import is_code_document, is_command_document, wanted_workers
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
@@ -68,7 +68,7 @@ class Supervisor:
         self.commands = None
         self._report = True          # the heartbeat should say something new
         self._warned = set()         # (doc id, rev, text) of warnings already logged
-        self._lock_fd = None
+        self._device_lock = None
 
     # ----------------------------------------------------------- set-up
     def _database_info(self):
@@ -81,17 +81,12 @@ class Supervisor:
         return {"url": url, "name": self.config.database,
                 "user": self.identity.user, "password": self.identity.password}
 
-    def _lock_state_dir(self):
+    def _lock_device(self):
+        """One agent per device on this machine: refuse when another one runs."""
         os.makedirs(self.config.state_dir, mode=0o755, exist_ok=True)
-        path = os.path.join(self.config.state_dir, "supervisor-%d.lock" % self.macid)
-        self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError("another supervisor for device %d already uses %s"
-                               % (self.macid, self.config.state_dir)) from None
-        os.ftruncate(self._lock_fd, 0)
-        os.write(self._lock_fd, b"%d\n" % os.getpid())
+        self._device_lock = DeviceLock(self.macid).acquire()
+        self._selector.register(self._device_lock.fileno(), selectors.EVENT_READ,
+                                self._device_lock)
 
     def _install_signals(self):
         def record(signum, frame):
@@ -127,7 +122,7 @@ class Supervisor:
     # ----------------------------------------------------------- the loop
     def run(self):
         """Supervise until SIGINT or SIGTERM; returns the exit status."""
-        self._lock_state_dir()
+        self._lock_device()
         self._install_signals()
         self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
                                  self.config.worker_user)
@@ -178,6 +173,8 @@ class Supervisor:
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 self._drain_wake_pipe()
+            elif key.data is self._device_lock:
+                self._device_lock.drain()
             else:
                 self.streams.ready(key)
 
@@ -541,4 +538,5 @@ class Supervisor:
                 popen.kill()
                 popen.wait()
         signal.set_wakeup_fd(-1)
+        self._device_lock.close()
         log.info("supervisor of device %d stopped", self.macid)

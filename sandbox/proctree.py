@@ -77,8 +77,9 @@ def tree(pid, tag):
     return list(found.values())
 
 
-def find_tagged(prefix):
-    """Every process whose HIMBEERECOUCH_TAG starts with ``prefix``."""
+def find_tagged(prefix, select=None):
+    """Every process whose HIMBEERECOUCH_TAG starts with ``prefix`` (and for
+    which ``select(proc, tag)`` is true, when given)."""
     if not prefix:
         raise ValueError("an empty tag prefix would match every worker")
     protected = _protected()
@@ -87,7 +88,7 @@ def find_tagged(prefix):
         if proc.pid in protected:
             continue
         tag = _tag_of(proc)
-        if tag is not None and tag.startswith(prefix):
+        if tag is not None and tag.startswith(prefix) and (select is None or select(proc, tag)):
             found.append(proc)
     return found
 
@@ -156,15 +157,16 @@ def kill_tree(pid, tag, deadline=5.0):
     return _kill_all(lambda: tree(pid, tag), deadline, reap=True, spare=pid)
 
 
-def kill_tagged(prefix, deadline=5.0):
-    """Kill every process tagged with ``prefix``* (leftovers of an earlier run).
+def kill_tagged(prefix, deadline=5.0, select=None):
+    """Kill every process tagged with ``prefix``* (leftovers of an earlier run),
+    only those for which ``select(proc, tag)`` is true when it is given.
 
     Reaps nothing: leftovers are not our children, and if some are (the
     current run's workers), their Popen objects must get the exit status.
     """
     if not prefix:
         raise ValueError("an empty tag prefix would match every worker")
-    return _kill_all(lambda: find_tagged(prefix), deadline)
+    return _kill_all(lambda: find_tagged(prefix, select), deadline)
 
 
 def signal_worker(pid, sig):

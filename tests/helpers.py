@@ -85,6 +85,14 @@ def poll_until(predicate, timeout=10.0):
     return True
 
 
+def alive(pid):
+    """Is process ``pid`` running (a zombie is not)?"""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for(predicate, timeout=10, interval=0.05, message=""):
     """Call ``predicate()`` until it returns something truthy; return that.
 

@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from helpers import delete_doc, loop_code, put_doc, wait_for
+from helpers import alive, delete_doc, loop_code, put_doc, wait_for
 
 def put(db, doc_id, **fields):
     """Create or replace a document the way the web page saves it."""
@@ -19,13 +19,6 @@ def put(db, doc_id, **fields):
 
 def delete(db, doc_id):
     delete_doc(db.admin, doc_id)
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # --------------------------------------------------------------- 1. start

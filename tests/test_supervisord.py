@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from cli_helpers import ROOT
-from helpers import wait_for
+from helpers import alive, wait_for
 
 from himbeerecouch.sandbox import proctree
 
@@ -45,13 +45,6 @@ def adjust(text, tmp_path, agent_command):
     text = text.replace("/usr/local/bin/himbeerecouch", agent_command)
     text = text.replace("/etc/rspby/", "%s/rspby/" % tmp_path)
     return text.replace("/var/log/", "%s/log/" % tmp_path)
-
-
-def alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def end(pid):

@@ -414,7 +414,7 @@ def test_deeply_nested_document_at_start(fleet, tmp_path):
         hb = heartbeat(mod_db.admin, device.macid,
                        lambda hb: worker_of(hb, "deep-at-start").get("state") == "fatal")
         assert "nests too deeply" in worker_of(hb, "deep-at-start")["error"]
-        assert agent.stop() == 0
+        assert agent.stop() == 0, agent.output()
     finally:
         agent.close()
         raw_delete(mod_db.couch, mod_db.name, "deep-at-start", rev)
