@@ -32,7 +32,7 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 
-# Rebuild the web page from web/ into himbeerecouch/web/ (committed, so neither
+# Rebuild the web page from web/ into himbeerecouch/ops/web/ (committed, so neither
 # `make test` nor `himbeerecouch provision` needs this or Node.js packages).
 WEBSTAMP := web/node_modules/.installed
 $(WEBSTAMP): web/package.json web/package-lock.json
@@ -56,11 +56,11 @@ bench: setup
 	$(PY) bench/run.py --soak $(SOAK)
 
 # Install the agent, its service file and the server file into a netboot root
-# folder, without touching this machine (logic: himbeerecouch/deploy.py):
+# folder, without touching this machine (logic: himbeerecouch/ops/deploy.py):
 #   make deploy NFSROOT=/srv/nfs/pi [SERVER=http://couch.lab:5984]
 #               [SERVICE=systemd|supervisord|sysv|none]
 deploy: $(PYSTAMP)
-	$(PY) -m himbeerecouch.deploy --source "$(CURDIR)" --root "$(NFSROOT)" \
+	$(PY) -m himbeerecouch.ops.deploy --source "$(CURDIR)" --root "$(NFSROOT)" \
 		$(if $(SERVER),--server "$(SERVER)") $(if $(SERVICE),--service "$(SERVICE)")
 
 clean:

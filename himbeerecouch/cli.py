@@ -1,170 +1,42 @@
-"""The ``himbeerecouch`` command line.
+"""The ``himbeerecouch`` command line: parses the arguments and dispatches.
 
-``himbeerecouch run`` is the agent itself (what supervisord and systemd
-start).  Each sub-command lives in a function ``cmd_<name>``; errors a user
-can make become one clear line and a non-zero exit status, never a traceback.
+Each side registers its own sub-commands: the agent (``run``,
+``credentials``) in :mod:`himbeerecouch.agent`, the operator's tools
+(``provision``, ``discover``, ``push``, ``exec``, ``status``, ``logs``) in
+:mod:`himbeerecouch.ops`.  Nothing imports this module but the entry points
+(``python -m himbeerecouch`` and the ``himbeerecouch`` script).
 """
 import argparse
-import logging
 import sys
-from dataclasses import replace
 
 from . import __version__
 from . import couch  # noqa: F401  (first: it imports the couchdb client lightly)
-from . import config as configuration
-from .identity import IdentityError
-
-EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """An error to show as one line, with an exit status."""
-
-    def __init__(self, message, status=1):
-        super().__init__(message)
-        self.status = status
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _macid(text):
-    try:
-        return int(text, 0) if text.lower().startswith("0x") else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a MacID (an integer)" % text) from None
-
-
-def add_identity_options(p):
-    p.add_argument("--macid", type=_macid, help="device id (default: from the MAC address)")
-    p.add_argument("--serial", help="board serial (default: from /proc/cpuinfo)")
-    p.add_argument("--interface", help="network interface whose MAC is the device id "
-                                       "(default: eth0)")
-
-
-def build_run_parser(sub):
-    p = sub.add_parser("run", help="run the agent in the foreground",
-                       description="Run the agent in the foreground: follow this device's "
-                                   "documents and supervise one worker per code document.")
-    p.add_argument("--server", help="CouchDB URL, e.g. http://host:5984")
-    p.add_argument("--server-file", help="file holding the server URL (default: %s)"
-                   % configuration.DEFAULT_SERVER_FILE)
-    p.add_argument("--config", dest="config_file",
-                   help="configuration file (default: %s)" % configuration.DEFAULT_CONFIG_FILE)
-    p.add_argument("--database", help="database (default: %s)" % configuration.DEFAULT_DATABASE)
-    add_identity_options(p)
-    p.add_argument("--state-dir", help="state folder (default: %s)"
-                   % configuration.DEFAULT_STATE_DIR)
-    p.add_argument("--stop-timeout", type=_positive_float,
-                   help="grace period between SIGINT and SIGKILL, seconds (default: 20)")
-    p.add_argument("--worker-user", help="run workers as this user (supervisor runs as root)")
-    p.add_argument("--heartbeat-interval", type=_positive_float,
-                   help="seconds between heartbeat documents (default: 10)")
-    p.add_argument("--feed-heartbeat", type=_positive_float,
-                   help="seconds between keep-alive lines of the changes feed (default: 5)")
-    p.add_argument("--answer-discovery", action="store_const", const=True, default=None,
-                   help="keep answering discovery broadcasts once a server is configured")
-    p.add_argument("--discovery-port", type=int, default=53000,
-                   help="UDP port of discovery broadcasts (default: %(default)s)")
-    p.add_argument("--discovery-address", default="",
-                   help="address to listen on for discovery broadcasts (default: all)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
-    p.set_defaults(func=cmd_run)
-    return p
-
-
-RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
-                "interface", "state_dir", "stop_timeout", "worker_user",
-                "heartbeat_interval", "feed_heartbeat", "answer_discovery")
-
-
-def cmd_run(args):
-    from . import identity as ident
-    from .printer import Printer, install
-    from .supervisor import Supervisor
-
-    overrides = {k: getattr(args, k, None) for k in RUN_SETTINGS}
-    try:
-        config = configuration.load(overrides)
-        identity = ident.resolve(config.macid, config.serial, config.interface)
-    except (configuration.ConfigError, IdentityError) as e:
-        raise UserError(str(e), EXIT_USAGE)
-    printer = Printer()
-    install(printer, logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        import setproctitle
-        setproctitle.setproctitle("himbeerecouch: supervisor %d" % identity.macid)
-    except ImportError:
-        pass
-    config = _discovery_step(args, config, identity, overrides)
-    if config is None:
-        return 0
-    supervisor = Supervisor(config, identity, printer, overrides)
-    try:
-        return supervisor.run()
-    except RuntimeError as e:
-        raise UserError(str(e))
-
-
-def _discovery_step(args, config, identity, overrides):
-    """Wait for a discovery broadcast when no server is configured; with
-    --answer-discovery keep answering them.  None: stopped while waiting."""
-    from . import discovery
-    if config.server is None:
-        try:
-            url = discovery.wait_for_server(identity, config.server_file,
-                                            args.discovery_address, args.discovery_port)
-        except OSError as e:
-            raise UserError(str(e.strerror or e))
-        if url is None:
-            return None
-        try:
-            config = configuration.load(overrides)
-        except configuration.ConfigError as e:
-            raise UserError(str(e), EXIT_USAGE)
-        if config.server is None:      # the server file could not be written
-            config = replace(config, server=url)
-    if config.answer_discovery:
-        try:
-            discovery.AnswerThread(identity, config.server_file, config.server,
-                                   args.discovery_address, args.discovery_port,
-                                   switch=args.server is None).start()
-        except OSError as e:
-            raise UserError("cannot listen for discovery broadcasts on UDP port %d: %s"
-                            % (args.discovery_port, e.strerror or e))
-    return config
+from .errors import run_command
 
 
 def build_parser():
+    from .agent import answer, main as agent_main
+    from .ops import discover, fleet, monitor, provision
+
     parser = argparse.ArgumentParser(
         prog="himbeerecouch",
         description="Runs lab code from a CouchDB database on a fleet of Raspberry Pis.")
     parser.add_argument("--version", action="version", version="himbeerecouch " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    build_run_parser(sub)
-    from . import tools
-    tools.add_parsers(sub)
+    # The device's side, then the operator's.
+    agent_main.add_parser(sub)
+    answer.add_parser(sub)
+    provision.add_parser(sub)
+    discover.add_parser(sub)
+    fleet.add_parsers(sub)
+    monitor.add_parsers(sub)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except UserError as e:
-        print("himbeerecouch: %s" % e, file=sys.stderr)
-        return e.status
-    except KeyboardInterrupt:
-        return 130
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ Keyword arguments set any other option of ``himbeerecouch run`` by its long
 name (``run(path, macid=..., serial=..., state_dir=...)``); they never reach
 a command line, so a serial given here stays out of ``ps``.
 """
-from . import cli
+from .agent import main as agent_main
+from .errors import run_command
+
 
 def _arguments(server_file, overrides):
     """The ``himbeerecouch run`` arguments for ``overrides`` (option dest -> value)."""
-    parser = cli.build_run_parser(_Collector())
+    parser = _run_parser()
     # argparse has no public list of its options; _actions is stable since 2.7.
     options = {a.dest: a for a in parser._actions if a.option_strings}
     del options["help"], options["server_file"]     # server_file is run()'s first argument
@@ -40,13 +42,16 @@ def run(server_file="/etc/rspby/server", **overrides):
     Returns the exit status (0 after SIGINT or SIGTERM).  Raises SystemExit
     on a bad option, as the command line does.
     """
-    return cli.main(_arguments(server_file, overrides))
+    args = _run_parser().parse_args(_arguments(server_file, overrides)[1:])
+    return run_command(args.func, args)
 
 
-class _Collector:
-    """Stands in for argparse's sub-parsers to learn the options of ``run``."""
+def _run_parser():
+    """The parser of ``himbeerecouch run`` alone."""
+    import argparse
 
-    def add_parser(self, name, **kwargs):
-        import argparse
-        self.parser = argparse.ArgumentParser(prog=name)
-        return self.parser
+    class OneCommand:      # stands in for argparse's sub-parsers
+        def add_parser(self, name, **kwargs):
+            return argparse.ArgumentParser(prog="himbeerecouch " + name)
+
+    return agent_main.add_parser(OneCommand())

@@ -9,5 +9,6 @@ API (``log``, ``should_quit``, ``get_database``, ...) and call the document's
 This package must import nothing from the supervisor (``himbeerecouch.*``
 outside ``himbeerecouch.runner``) and only the standard library at start-up,
 so that a worker stays small; ``couchdb`` is imported only when user code
-asks for the database.
+asks for the database.  Installed as ``himbeerecouch.runner``; the
+supervisor starts it as a program and never imports it.
 """

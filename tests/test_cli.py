@@ -8,7 +8,6 @@ credentials, through the rules provisioning installed.
 """
 import email.utils
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,8 +22,8 @@ from cli_helpers import ROOT, assert_one_line_error, delete_users, run_cli
 from couchserver import http_request
 from helpers import random_macid, url_with_credentials, wait_for
 
-from himbeerecouch.provision import provision
-from himbeerecouch.tools import Connection
+from himbeerecouch.ops.provision import provision
+from himbeerecouch.ops.connection import Connection
 
 
 @pytest.fixture
@@ -249,8 +248,6 @@ def test_exec_without_an_answer_and_errors(couch, fleet_db):
     assert "http://127.0.0.1:9" in err
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, "himbeerecouch", "commands.py")),
-                    reason="the agent does not execute commands yet (issue 3)")
 def test_exec_with_the_real_agent(couch, fleet_db, start_agent):
     dev = fleet_db.device
     start_agent(dev)

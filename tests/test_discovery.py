@@ -22,7 +22,7 @@ from couchserver import StallingProxy
 from helpers import wait_for
 
 import himbeerecouch
-from himbeerecouch import discovery
+from himbeerecouch.ops import discover as discovery
 
 LOOPBACK_BROADCAST = "127.255.255.255"
 

@@ -82,5 +82,5 @@ def test_password_formula_matches_the_old_tool():
 
 
 def test_broadcast_message_is_importable_from_the_package():
-    from himbeerecouch.discovery import broadcast_message
+    from himbeerecouch.ops.discover import broadcast_message
     assert himbeerecouch.broadcast_message is broadcast_message

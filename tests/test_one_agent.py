@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from helpers import alive, put_doc, wait_for
-from himbeerecouch.devicelock import DeviceBusy, DeviceLock
+from himbeerecouch.agent.devicelock import DeviceBusy, DeviceLock
 
 GRANDCHILD = ("import subprocess, time\n"
               "def main():\n"
@@ -34,7 +34,7 @@ def test_the_lock_names_its_holder_and_dies_with_it():
     macid = 0xB827EB000000 + 4242
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom himbeerecouch.devicelock import DeviceLock\n"
+         "import sys, time\nfrom himbeerecouch.agent.devicelock import DeviceLock\n"
          "lock = DeviceLock(%d).acquire()\nprint('held', flush=True)\ntime.sleep(60)\n" % macid],
         stdout=subprocess.PIPE)
     try:

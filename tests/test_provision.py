@@ -14,9 +14,9 @@ from cli_helpers import assert_one_line_error, delete_users, run_cli
 from couchserver import http_request
 from helpers import random_macid, url_with_credentials
 
-from himbeerecouch import designdoc
-from himbeerecouch.provision import provision
-from himbeerecouch.tools import Connection
+from himbeerecouch.ops import designdoc
+from himbeerecouch.ops.provision import provision
+from himbeerecouch.ops.connection import Connection
 
 
 def quoted(name):

@@ -25,7 +25,7 @@ from agent import Agent
 from couchserver import CouchServer, StallingProxy, free_port
 from helpers import create_device_user, delete_doc, grant_members, loop_code, put_doc, wait_for
 
-from himbeerecouch import cache
+from himbeerecouch.agent import cache
 
 
 @pytest.fixture

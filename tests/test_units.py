@@ -12,10 +12,11 @@ import textwrap
 
 import pytest
 
-from himbeerecouch import cache, config
+from himbeerecouch import config
+from himbeerecouch.agent import cache
 from himbeerecouch.documents import is_code_document, wanted_workers, worker_spec
-from himbeerecouch.output import LineSplitter
-from himbeerecouch.worker import (ALLOWED, EX_CONFIG, State, TransitionError, Worker,
+from himbeerecouch.agent.output import LineSplitter
+from himbeerecouch.agent.worker import (ALLOWED, EX_CONFIG, State, TransitionError, Worker,
                                   after_exit, backoff_delay)
 
 MACID = 202481587074134
@@ -440,7 +441,7 @@ class TestCache:
         before = open(path, "rb").read()
         script = textwrap.dedent("""
             import json, resource, signal, sys
-            from himbeerecouch import cache
+            from himbeerecouch.agent import cache
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
             docs = {"big": {"_id": "big", "code": "x" * 100000}}

@@ -20,7 +20,7 @@ import pytest
 
 from helpers import put_doc, wait_for
 
-from himbeerecouch import cache
+from himbeerecouch.agent import cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -1,4 +1,4 @@
-// Builds the fleet page into the Python package (himbeerecouch/web/), which
+// Builds the fleet page into the Python package (himbeerecouch/ops/web/), which
 // `himbeerecouch provision` uploads as attachments of _design/himbeerecouch:
 //
 //   index.html, style.css    copied from src/
@@ -18,12 +18,15 @@ import {fileURLToPath} from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const src = join(here, 'src');
-const out = join(here, '..', 'himbeerecouch', 'web');
+const out = join(here, '..', 'himbeerecouch', 'ops', 'web');
+
+// Sources outside web/ that the page imports (paths relative to web/).
+const SHARED = ['../himbeerecouch/ops/design/classify.js'];
 
 // The files whose content makes the build: the Python test hashes the same list.
 export function sourceFiles() {
   const files = readdirSync(src).filter((f) => !f.startsWith('.')).sort().map((f) => 'src/' + f);
-  return ['build.mjs', 'package.json', 'package-lock.json', ...files];
+  return ['build.mjs', 'package.json', 'package-lock.json', ...files, ...SHARED];
 }
 
 export function sourceHash() {

@@ -22,7 +22,7 @@ from faultkit import (FaultProxy, assert_nothing_left, command, dead, heartbeat,
                       steady_ok, tagged, worker_hb)
 from helpers import loop_code, put_doc, wait_for
 
-from himbeerecouch import cache
+from himbeerecouch.agent import cache
 
 
 def put(db, doc_id, **fields):

@@ -6,33 +6,9 @@ export const SILENT_PERIODS = 3;               // as `himbeerecouch status`
 const isObject = (x) => x !== null && typeof x === 'object' && !Array.isArray(x);
 
 // ------------------------------------------------------------------ documents
-// What a document is and which device (MacID as decimal digits) it belongs to;
-// the same rules as the design document's validate_doc_update.
-export function classify(doc) {
-  const t = doc.type;
-  const id = doc._id || '';
-  let m;
-  if (typeof t === 'number' && t >= 0 && Math.floor(t) === t) {
-    return {kind: 'code', device: String(t)};
-  }
-  if (typeof t === 'string' && /^\d+$/.test(t)) {
-    return {kind: 'code', device: t};
-  }
-  if (t === 'heartbeat' || /_heartbeat$/.test(id)) {
-    return {kind: 'heartbeat', device: id.replace(/_heartbeat$/, '')};
-  }
-  if (typeof t === 'string') {
-    m = /^(\d+)_(cmd|log)$/.exec(t);
-    if (m) {
-      return {kind: m[2], device: m[1]};
-    }
-  }
-  m = /^(\d+)_log_/.exec(id);
-  if (m) {
-    return {kind: 'log', device: m[1]};
-  }
-  return {kind: 'other', device: null};
-}
+// What a document is and which device it belongs to: the same function that
+// the design document's rules include (one source for both).
+export {classify} from '../../himbeerecouch/ops/design/classify.js';
 
 // A row of the view by_device: key [MacID, kind, name].
 export function classifyRow(row) {

@@ -26,10 +26,10 @@ import subprocess
 import threading
 import time
 
-from . import couch
+from .. import couch
+from ..sandbox import proctree
+from ..sandbox.environment import worker_environment
 from .logbook import iso
-from .sandbox import proctree
-from .sandbox.environment import worker_environment
 
 log = logging.getLogger("himbeerecouch.commands")
 

@@ -18,7 +18,7 @@ from the root's own package manager: the script says which are missing.
 It refuses ``/``, a folder that does not exist, and one that does not look
 like a root file system.
 
-    python -m himbeerecouch.deploy --root /srv/nfs/pi [--server URL] [--service systemd]
+    python -m himbeerecouch.ops.deploy --root /srv/nfs/pi [--server URL] [--service systemd]
 """
 import argparse
 import glob
@@ -101,7 +101,7 @@ def root_python(root, version=None):
 def check_server(url):
     if url is None:
         return None
-    from .config import ConfigError, check_server_url
+    from ..config import ConfigError, check_server_url
     try:
         url = check_server_url(url)
     except ConfigError as e:
@@ -150,7 +150,7 @@ def build(source, stage):
             raise DeployError("building the package failed: %s"
                               % (result.stderr.strip().splitlines() or ["?"])[-1])
         info = glob.glob(os.path.join(egg, "*.egg-info"))[0]
-        from . import __version__
+        from .. import __version__
         shutil.copytree(info, os.path.join(stage, "himbeerecouch-%s.egg-info" % __version__))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -308,7 +308,7 @@ def deploy(root, source, server=None, service="systemd", python_version=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m himbeerecouch.deploy",
+    p = argparse.ArgumentParser(prog="python -m himbeerecouch.ops.deploy",
                                 description="Install the agent into a netboot root folder.")
     p.add_argument("--root", required=True, help="the root folder (NFSROOT)")
     p.add_argument("--server", help="server URL for etc/rspby/server (SERVER)")

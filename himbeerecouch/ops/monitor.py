@@ -13,8 +13,8 @@ import json
 import sys
 import time
 
-from .cli import UserError
-from .tools import Connection, add_admin_arguments, device_id, failures, hide_arguments
+from ..errors import UserError
+from .connection import Connection, add_admin_arguments, device_id, failures, hide_arguments
 
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 SILENT_PERIODS = 3

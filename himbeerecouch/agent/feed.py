@@ -17,8 +17,8 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from . import couch
-from .documents import command_type, device_types
+from .. import couch
+from ..documents import command_type, device_types
 
 log = logging.getLogger("himbeerecouch.feed")
 

@@ -18,9 +18,10 @@ import argparse
 import couchdb
 import couchdb.http
 
-from . import designdoc, identity, webassets
-from .cli import UserError
-from .tools import Connection, add_admin_arguments, failures, hide_arguments
+from .. import identity
+from ..errors import UserError
+from . import designdoc, webassets
+from .connection import Connection, add_admin_arguments, failures, hide_arguments
 
 USERS_DB = "_users"
 

@@ -16,11 +16,11 @@ import sys
 
 import psutil
 
-from .sandbox import proctree
-from .sandbox.environment import worker_environment
-from .sandbox.guardian import tagged_pids
-from .sandbox.importdir import make_import_dir, remove_import_dir, remove_stale_import_dirs
-from .sandbox.spawn import spawn_worker
+from ..sandbox import proctree
+from ..sandbox.environment import worker_environment
+from ..sandbox.guardian import tagged_pids
+from ..sandbox.importdir import make_import_dir, remove_import_dir, remove_stale_import_dirs
+from ..sandbox.spawn import spawn_worker
 
 log = logging.getLogger("himbeerecouch.launcher")
 

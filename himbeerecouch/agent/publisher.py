@@ -19,7 +19,7 @@ import time
 
 import couchdb.http
 
-from . import __version__, couch
+from .. import __version__, couch
 from .logbook import Logbook, iso
 from .systeminfo import ProcessMeter, device_info, ip_address
 

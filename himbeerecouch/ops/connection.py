@@ -4,9 +4,8 @@ Every operator command (``provision``, ``push``, ``exec``, ``status``,
 ``logs``) takes a server URL that carries an admin's or operator's
 credentials.  :class:`Connection` splits them off (they travel in the HTTP
 session, never in a message), and :func:`failures` turns whatever a request
-raises into one :class:`~himbeerecouch.cli.UserError` line that names the
-server without its password.  :func:`add_parsers` registers the operator
-sub-commands on the ``himbeerecouch`` command line.
+raises into one :class:`~himbeerecouch.errors.UserError` line that names the
+server without its password.
 """
 import contextlib
 import email.utils
@@ -19,9 +18,10 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import couchdb
 import couchdb.http
 
-from . import config as configuration
-from . import couch
-from .cli import UserError, _macid
+from .. import config as configuration
+from .. import couch
+from ..arguments import macid
+from ..errors import UserError
 
 PASSWORD_VARIABLE = "HIMBEERECOUCH_PASSWORD"
 
@@ -159,7 +159,7 @@ def failures(conn, what):
 
 def device_id(text):
     """argparse type of ``--device``: a MacID (decimal, or 0x... hex)."""
-    return _macid(text)
+    return macid(text)
 
 
 def add_admin_arguments(p):
@@ -169,12 +169,3 @@ def add_admin_arguments(p):
                         "be in $%s)" % PASSWORD_VARIABLE)
     p.add_argument("--database", default=configuration.DEFAULT_DATABASE,
                    help="database (default: %(default)s)")
-
-
-def add_parsers(sub):
-    """Register the operator sub-commands."""
-    from . import discovery, fleet, monitor, provision
-    provision.add_parser(sub)
-    discovery.add_parsers(sub)
-    fleet.add_parsers(sub)
-    monitor.add_parsers(sub)

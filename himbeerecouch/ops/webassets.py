@@ -1,6 +1,6 @@
 """The fleet web page, as attachments of ``_design/himbeerecouch``.
 
-The page is built from ``web/`` (``make web``) into ``himbeerecouch/web/``,
+The page is built from ``web/`` (``make web``) into ``himbeerecouch/ops/web/``,
 which ships inside the Python package, so that provisioning needs no Node.
 Provisioning stores each file as an attachment of the design document; the
 page then opens at ``<server>/<database>/_design/himbeerecouch/index.html``.
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from importlib.resources import files as _files
 
-PACKAGE = "himbeerecouch"
+PACKAGE = "himbeerecouch.ops"
 FOLDER = "web"
 INFO = "build-info.json"
 ENTRY = "index.html"

@@ -18,16 +18,17 @@ import time
 import traceback
 from urllib.parse import urlsplit, urlunsplit
 
-from . import cache, config as configuration
+from .. import config as configuration
+from ..documents import is_code_document, is_command_document, wanted_workers
+from ..sandbox.guardian import start_guardian
+from ..sandbox.modules import BadModule
+from . import cache
 from .commands import Commands
 from .devicelock import DeviceLock
-from .documents import is_code_document, is_command_document, wanted_workers
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
 from .printer import Message
 from .publisher import Publisher
-from .sandbox.guardian import start_guardian
-from .sandbox.modules import BadModule
 from .streams import WorkerStreams
 from .worker import ACTIVE, State, Worker, after_exit, backoff_delay, describe_exit
 

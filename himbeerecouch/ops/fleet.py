@@ -16,10 +16,10 @@ import sys
 import time
 
 
-from .cli import UserError
-from .documents import RESTART_POLICIES
-from .sandbox.modules import BadModule, validate_module_name
-from .tools import (Connection, add_admin_arguments, device_id, failures, hide_arguments,
+from ..documents import RESTART_POLICIES
+from ..errors import UserError
+from ..sandbox.modules import BadModule, validate_module_name
+from .connection import (Connection, add_admin_arguments, device_id, failures, hide_arguments,
                     iso_now, rfc1123)
 
 DEFAULT_COMMAND_TIMEOUT = 300
