@@ -214,3 +214,66 @@ def test_provisioned_rules_let_lab_devices_write_their_own_documents(couch, lab,
     with pytest.raises((couchdb.http.Forbidden, couchdb.http.Unauthorized)):
         device.save({"_id": "%d_heartbeat" % (pi.macid + 1), "type": "heartbeat",
                      "created_by": pi.user, "timestamp": stamp})
+
+
+def test_a_device_provisioned_into_the_lab_database_writes_under_the_labs_rules(
+        couch, lab, page, start_agent):
+    """Issue 17: `provision --device` alone makes a device the lab's rules accept,
+    and ours still keep it to its own heartbeat, logs and command results."""
+    from cli_helpers import run_cli
+    pi = Pi(0xB827EB000000 + secrets.randbits(24), secrets.token_hex(8))
+    out = run_cli("provision", couch.admin_url, "--database", DB,
+                  "--device", "%d:%s" % (pi.macid, pi.password))
+    assert out.returncode == 0, out.stderr
+    lab.created.append("org.couchdb.user:" + pi.user)
+    assert sorted(lab.users["org.couchdb.user:" + pi.user]["roles"]) == [
+        "raspberries_writer", "raspberry"]
+
+    couchlib.stamp_document(page, "nedm_default", "script-q",
+                            {"type": pi.macid, "name": "script q", "code": LOOP % "q",
+                             "modules": {}})
+    couchlib.stamp_document(page, "nedm_default", "cmd-q",
+                            {"type": "%d_cmd" % pi.macid, "cmd": ["echo", "from the lab"]})
+    agent = start_agent(pi, database=DB)
+    agent.wait_line(r"\[script q\] q started")
+    # The lab's page sees it: device, ip, running script (raspberry_def/running_processes).
+    stamp, ips, ids = wait_for(
+        lambda: (lambda r: r if r[2] == ["script-q"] else None)(running(lab, pi)),
+        timeout=20, message="the provisioned device in running_processes")
+    assert ips == ["127.0.0.1"] and email.utils.parsedate_to_datetime(stamp).year >= 2026
+    # Its log document and the command's result were accepted.
+    wait_for(lambda: lab.admin.get("%d_log_script-q" % pi.macid), timeout=20,
+             message="log document written")
+    result = wait_for(lambda: (lambda d: d if "ret" in d else None)(lab.admin["cmd-q"]),
+                      timeout=20, message="command result written")
+    assert result["ret"][0] == "from the lab\n"
+    assert not agent.find_lines(r"could not write|Forbidden|Must be a server admin")
+
+    # With the lab's writer role, it still cannot write what is not its own.
+    device = couchlib.open_database(couch.url, DB, pi.user, pi.password)
+    stamp = email.utils.formatdate(usegmt=True)
+    for doc in ({"_id": "%d_sneaky" % pi.macid, "type": pi.macid, "name": "sneaky",
+                 "code": "def main(): pass\n", "created_by": pi.user},
+                {"_id": "%d_heartbeat" % (pi.macid + 1), "type": "heartbeat",
+                 "running_ids": [], "created_by": pi.user, "timestamp": stamp},
+                {"_id": "_design/sneaky", "created_by": pi.user,
+                 "validate_doc_update": "function (n, o, u) {}"}):
+        with pytest.raises((couchdb.http.Forbidden, couchdb.http.Unauthorized)):
+            device.save(doc)
+    assert "%d_sneaky" % pi.macid not in lab.admin
+    assert "_design/sneaky" not in lab.admin
+
+
+def test_provisioning_a_plain_database_gives_a_device_the_device_role_only(couch, db):
+    from cli_helpers import run_cli
+    pi = Pi(0xB827EB000000 + secrets.randbits(24), secrets.token_hex(8))
+    users = couch.admin["_users"]
+    out = run_cli("provision", couch.admin_url, "--database", db.name,
+                  "--device", "%d:%s" % (pi.macid, pi.password))
+    try:
+        assert out.returncode == 0, out.stderr
+        assert users["org.couchdb.user:" + pi.user]["roles"] == ["raspberry"]
+    finally:
+        doc = users.get("org.couchdb.user:" + pi.user)
+        if doc:
+            users.delete(doc)

@@ -89,7 +89,8 @@ def lab_writer_roles(conn):
 def provision(conn, devices=(), operator_roles=()):
     """Do the work; returns the lines that say what changed."""
     report = []
-    lab = [r for r in lab_writer_roles(conn) if r not in operator_roles]
+    lab_writers = lab_writer_roles(conn)
+    lab = [r for r in lab_writers if r not in operator_roles]
     if lab:
         report.append("nEDM database: its writer role %s may write code and commands"
                       % ", ".join(lab))
@@ -98,8 +99,11 @@ def provision(conn, devices=(), operator_roles=()):
     report.append(ensure_design_document(conn, operator_roles))
     report.extend(webassets.server_notes(conn))
     report.append(ensure_security(conn, operator_roles))
+    # The lab's own validate_doc_update lets only its writer role write at
+    # all: a device needs it there for its heartbeat, logs and command
+    # results.  Our rules keep a device (MacID name + device role) to those.
     for macid, password in devices:
-        report.append(ensure_device_user(conn, macid, password))
+        report.append(ensure_device_user(conn, macid, password, lab_writers))
     return report
 
 
@@ -164,7 +168,9 @@ def _password_works(conn, user, password):
     return (info.get("userCtx") or {}).get("name") == user
 
 
-def ensure_device_user(conn, macid, password=None):
+def ensure_device_user(conn, macid, password=None, lab_roles=()):
+    """Create or update the user of device ``macid``: the device role, plus
+    ``lab_roles`` (the writer role of a lab database), never fewer roles."""
     name = identity.device_user(macid)
     doc_id = "org.couchdb.user:" + name
     with failures(conn, "reading user %s" % name):
@@ -178,9 +184,10 @@ def ensure_device_user(conn, macid, password=None):
         doc = {"_id": doc_id, "name": name, "type": "user", "roles": []}
         changed.append("created")
     roles = list(doc.get("roles") or [])
-    if designdoc.DEVICE_ROLE not in roles:
-        roles.append(designdoc.DEVICE_ROLE)
-        changed.append("role %s" % designdoc.DEVICE_ROLE)
+    for role in [designdoc.DEVICE_ROLE] + list(lab_roles):
+        if role not in roles:
+            roles.append(role)
+            changed.append("role %s" % role)
     doc["roles"] = roles
     with failures(conn, "checking the password of user %s" % name):
         if password is not None and ("created" in changed

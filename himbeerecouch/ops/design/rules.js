@@ -115,9 +115,20 @@ function check(newDoc, oldDoc, ctx, sec) {
   var name = ctx.name;
   var creating = !oldDoc || !!oldDoc._deleted;
   var deleting = !!newDoc._deleted;
+  var device = hasRole(ctx, DEVICE_ROLE);
   var why = null;
   var i;
-  if (isAdmin(ctx, sec)) {
+  if (hasRole(ctx, '_admin')) {
+    return;
+  }
+  // A device is a user named by its MacID with the device role.  It is a
+  // device only: no other role widens what it may write, not the lab's writer
+  // role (which the lab's own rules need it to have) and not a role that
+  // _security lists among the database's admins.
+  if (device && !/^[0-9]+$/.test(name || '')) {
+    fail('a device user is named by its MacID, and "' + name + '" is not one');
+  }
+  if (!device && isAdmin(ctx, sec)) {
     return;
   }
   if (!name) {
@@ -129,8 +140,7 @@ function check(newDoc, oldDoc, ctx, sec) {
   if (!deleting) {
     checkFields(newDoc, oldDoc, name, creating);
   }
-  // A device is a device only: no other role widens what it may write.
-  if (hasRole(ctx, DEVICE_ROLE)) {
+  if (device) {
     why = deviceMayWrite(newDoc, oldDoc, name, creating, deleting);
     if (why) {
       fail(why);
