@@ -167,11 +167,18 @@ def fresh_admin_db(server, dbname):
     return admin[dbname]
 
 
-def test_server_killed_mid_feed_and_restarted(disk_server, tmp_path):
+def agent_on_disk_server(server, tmp_path):
+    """A database on ``server`` with a device running "alpha": (name, admin db,
+    Device, Agent not started yet)."""
     dbname = "test/%s" % secrets.token_hex(6)
-    database, device = provision(disk_server, dbname)
+    database, device = provision(server, dbname)
     put_doc(database, "a", type=device.macid, name="alpha", code=loop_code("alpha"))
-    agent = Agent(disk_server.url, dbname, device, tmp_path / "state", feed_heartbeat=1)
+    return dbname, database, device, Agent(server.url, dbname, device, tmp_path / "state",
+                                           feed_heartbeat=1)
+
+
+def test_server_killed_mid_feed_and_restarted(disk_server, tmp_path):
+    dbname, database, device, agent = agent_on_disk_server(disk_server, tmp_path)
     try:
         agent.start()
         agent.wait_line(r"1 code document\(s\) for this device")
@@ -201,10 +208,7 @@ def test_server_killed_mid_feed_and_restarted(disk_server, tmp_path):
 def test_server_back_after_a_long_outage_is_followed_at_once(disk_server, tmp_path):
     """Down longer than the backoff's current step: once the server answers
     again the device reconnects at once, not when that step ends."""
-    dbname = "test/%s" % secrets.token_hex(6)
-    database, device = provision(disk_server, dbname)
-    put_doc(database, "a", type=device.macid, name="alpha", code=loop_code("alpha"))
-    agent = Agent(disk_server.url, dbname, device, tmp_path / "state", feed_heartbeat=1)
+    dbname, database, device, agent = agent_on_disk_server(disk_server, tmp_path)
     try:
         agent.start()
         agent.wait_line(r"\[alpha\] alpha started")
