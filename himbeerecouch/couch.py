@@ -5,6 +5,7 @@ with a timeout: some server error paths hang instead of answering), logs in,
 and turns the client's many exception types into one :class:`CouchError`
 whose text is safe to log (no credentials).
 """
+import http.client
 import json
 import socket
 import sys
@@ -32,6 +33,29 @@ def _import_client():
 
 
 couchdb = _import_client()
+
+
+class _ErrorBodyResponse(http.client.HTTPResponse):
+    """An HTTP response whose whole body can be read a second time.
+
+    couchdb-python buffers a small non-JSON answer (a proxy's 503 page), then,
+    to put it into the error it raises, reads the response again and gets
+    nothing: ``server answered 503 with an empty body``, where HAProxy said
+    ``503 Service Unavailable``.  Only this client's own connection classes
+    use it; a partial ``read(n)`` behaves as always.
+    """
+    _whole = None
+
+    def read(self, amt=None):
+        if amt is not None:
+            return super().read(amt)
+        if self._whole is None:
+            self._whole = super().read()
+        return self._whole
+
+
+couchdb.http.HTTPConnection.response_class = _ErrorBodyResponse
+couchdb.http.HTTPSConnection.response_class = _ErrorBodyResponse
 
 REQUEST_TIMEOUT = 30.0
 

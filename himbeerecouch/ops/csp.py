@@ -9,6 +9,8 @@ from anywhere else: CSP stays on.  It is a server-wide setting (every
 database's attachments get it), so provisioning says what it changed and why.
 Without the right to change it, provisioning says so and what to ask for.
 """
+import json
+
 import couchdb.http
 
 from .. import couch
@@ -34,7 +36,7 @@ def blocks_scripts(header_value):
 def _nodes(conn):
     """The cluster's nodes (``_local`` where the server does not say)."""
     try:
-        _, _, membership = conn.server.resource.get_json("_membership")
+        _, _, membership = conn.server.resource.get_json(["_membership"])
         return list(membership.get("all_nodes") or []) or ["_local"]
     except couch.TRANSPORT_ERRORS:
         return ["_local"]
@@ -43,7 +45,8 @@ def _nodes(conn):
 def ensure_csp(conn):
     """Make the page runnable on this server; returns the lines of the report."""
     try:
-        _, _, csp = conn.server.resource.get_json("_node/_local/_config/%s" % SECTION)
+        # A list: the client would escape the slashes of one string.
+        _, _, csp = conn.server.resource.get_json(["_node", "_local", "_config", SECTION])
     except (couchdb.http.Unauthorized, couchdb.http.Forbidden):
         return ["server: cannot read its [csp] setting as %s (not a server admin): on "
                 "CouchDB 3.2+ the page runs only once a server admin sets [csp] %s = %s "
@@ -56,13 +59,13 @@ def ensure_csp(conn):
     enabled = str(csp.get("attachments_enable", "true")).strip().lower() == "true"
     current = csp.get(KEY, "sandbox")
     if not enabled or not blocks_scripts(current):
-        return ["server: [csp] lets the page run (%s = %s)" % (KEY, current if enabled
-                                                                 else "off")]
+        return ["server: [csp] lets the page run: up to date"]
     nodes = _nodes(conn)
     try:
         for node in nodes:
-            conn.server.resource.put_json("_node/%s/_config/%s/%s" % (node, SECTION, KEY),
-                                          body=POLICY)
+            # The value is a JSON string (the client sends a str body as it is).
+            conn.server.resource.put_json(["_node", node, "_config", SECTION, KEY],
+                                          body=json.dumps(POLICY))
     except couch.TRANSPORT_ERRORS as e:
         return ["server: could not change [csp] %s (%s): the page will not run until a "
                 "server admin sets it to %s" % (KEY, couch.describe(e), POLICY)]
