@@ -33,6 +33,9 @@ def _import_client():
 
 couchdb = _import_client()
 
+# After the client: the sessions it makes verify HTTPS servers with the lab's CA.
+from .runner.tls import ServerNotTrusted, verifying_session  # noqa: E402,F401
+
 REQUEST_TIMEOUT = 30.0
 
 # ensure_ascii: text holding a lone surrogate (valid JSON: a document's name,
@@ -73,13 +76,16 @@ def describe(error):
     return "%s: %s" % (type(error).__name__, error) if str(error) else type(error).__name__
 
 
-def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT):
+def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT,
+                  ca_file=None):
     """A ``couchdb.Database`` for ``name`` on ``url``, logged in as ``user``.
 
     The database is not contacted here.  Credentials travel in the client's
-    session, never in a URL that could end up in a log line.
+    session, never in a URL that could end up in a log line.  An HTTPS server
+    must have a certificate that verifies with ``ca_file`` (else the system's
+    authorities).
     """
-    session = couchdb.http.Session(timeout=timeout)
+    session = verifying_session(timeout, ca_file)
     server = couchdb.Server(url, session=session)
     if user is not None:
         server.resource.credentials = (user, password)

@@ -60,7 +60,7 @@ def add_parser(sub):
 
 
 def cmd_provision(args):
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch provision %s" % conn.shown)
     conn.whoami()
     report = provision(conn, args.device, args.operator_role)
@@ -158,8 +158,7 @@ def ensure_security(conn, operator_roles=()):
 
 
 def _password_works(conn, user, password):
-    session = couchdb.http.Session(timeout=conn.timeout)
-    server = couchdb.Server(conn.url, session=session)
+    server = couchdb.Server(conn.url, session=conn.new_session())
     server.resource.credentials = (user, password)
     try:
         _, _, info = server.resource.get_json("_session")
