@@ -7,10 +7,13 @@ then talk HTTPS to it; with a CA that did not sign the certificate, each says
 so in one line that names the server.
 """
 import json
+import os
 import selectors
+import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import urllib.parse
 
@@ -18,6 +21,7 @@ import pytest
 
 from cli_helpers import assert_one_line_error, run_cli
 from helpers import put_doc, url_with_credentials, wait_for
+from test_worker_user import needs_root, nobody, world_venv  # noqa: F401 - fixtures
 
 OPENSSL = "/usr/bin/openssl"
 
@@ -180,6 +184,31 @@ def test_agent_and_its_worker_use_the_lab_ca(db, device, start_agent, tls):
     wait_for(lambda: (db.admin.get("%d_heartbeat" % device.macid) or {}).get("running_ids")
              == ["tls-worker"], timeout=20, message="a heartbeat over HTTPS lists the worker")
     assert "does not verify" not in agent.output()
+
+
+@needs_root
+def test_worker_user_needs_to_read_the_ca_file(db, device, start_agent, tls, world_venv,
+                                               nobody):
+    """The CA file where the worker user cannot read it is a clear error at start;
+    a readable copy lets its workers verify the server as the supervisor does."""
+    base, python = world_venv
+    closed = tls.certificates["ca"]            # under /tmp/pytest-of-root (0700)
+    agent = start_agent(device, url=tls.url, python=python,
+                        state_dir=tempfile.mkdtemp(prefix="state-", dir=base),
+                        args=["--worker-user", "nobody", "--ca-file", closed])
+    assert agent.proc.wait(60) == 1
+    agent.stop()
+    out = agent.output()
+    assert "worker user nobody cannot read the CA file %s (Permission denied)" % closed in out
+    assert "Traceback" not in out
+    readable = os.path.join(base, "lab-ca.pem")
+    shutil.copy(closed, readable)
+    os.chmod(readable, 0o644)
+    put_doc(db.admin, "tls-worker", type=device.macid, name="tls-worker", code=WORKER)
+    agent = start_agent(device, url=tls.url, python=python,
+                        state_dir=tempfile.mkdtemp(prefix="state-", dir=base),
+                        args=["--worker-user", "nobody", "--ca-file", readable])
+    agent.wait_line(r"read back worker", timeout=30)
 
 
 @pytest.mark.parametrize("which", ["other_ca", "system"])
