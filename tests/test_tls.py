@@ -23,6 +23,8 @@ from cli_helpers import assert_one_line_error, run_cli
 from helpers import put_doc, url_with_credentials, wait_for
 from test_worker_user import needs_root, nobody, world_venv  # noqa: F401 - fixtures
 
+from himbeerecouch import config as configuration
+
 OPENSSL = "/usr/bin/openssl"
 
 
@@ -175,9 +177,14 @@ def main():
 """
 
 
-def test_agent_and_its_worker_use_the_lab_ca(db, device, start_agent, tls):
+def test_agent_and_its_worker_use_the_lab_ca(db, device, start_agent, tls, tmp_path):
     put_doc(db.admin, "tls-worker", type=device.macid, name="tls-worker", code=WORKER)
-    agent = start_agent(device, url=tls.url, args=["--ca-file", tls.certificates["ca"]])
+    state = tmp_path / "state"
+    state.mkdir()
+    # The configuration file's key, this time (the other tests give --ca-file).
+    (state / "himbeerecouch.conf").write_text(
+        "[himbeerecouch]\nca_file = %s\n" % tls.certificates["ca"])
+    agent = start_agent(device, url=tls.url, state_dir=state)
     # The worker's own connection verified with the CA: it wrote and read back.
     agent.wait_line(r"read back worker", timeout=30)
     assert db.admin["written-over-https"]["by"] == "worker"
@@ -258,3 +265,14 @@ def test_operator_command_with_another_ca_fails_in_one_line(couch, db, tls):
     err = assert_one_line_error(run_cli("status", admin, "--database", db.name,
                                         "--ca-file", "/nonexistent/ca.pem"))
     assert "cannot use /nonexistent/ca.pem: No such file or directory" in err, err
+
+
+def test_an_unusable_ca_file_is_a_configuration_error(tmp_path):
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("hello\n")
+    for path, reason in ((tmp_path / "missing.pem", "No such file or directory"),
+                         (not_pem, "no CA certificate in it")):
+        with pytest.raises(configuration.ConfigError, match="ca_file: cannot use %s: %s"
+                           % (path, reason)):
+            configuration.load({"config_file": str(tmp_path / "none.conf"),
+                                "server": "https://127.0.0.1:1", "ca_file": str(path)})
