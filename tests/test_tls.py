@@ -10,6 +10,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -127,6 +128,10 @@ class TlsTerminator:
                     source = key.fileobj
                     data = source.recv(65536)
                     if not data:
+                        if source is backend:
+                            # close_notify, as servers send: the client's pooled
+                            # connection then reads as closed, not as cut.
+                            client.unwrap()
                         return
                     other[source].sendall(data)
                     # Bytes ssl already decrypted are not seen by the selector.
@@ -170,7 +175,9 @@ import time
 
 def main():
     db = get_database()
-    db.save({"_id": "written-over-https", "by": "worker"})
+    doc = db.get("written-over-https") or {"_id": "written-over-https"}
+    doc["by"] = "worker"
+    db.save(doc)
     log("read back", db["written-over-https"]["by"])
     while not should_quit():
         time.sleep(0.05)
@@ -191,6 +198,18 @@ def test_agent_and_its_worker_use_the_lab_ca(db, device, start_agent, tls, tmp_p
     wait_for(lambda: (db.admin.get("%d_heartbeat" % device.macid) or {}).get("running_ids")
              == ["tls-worker"], timeout=20, message="a heartbeat over HTTPS lists the worker")
     assert "does not verify" not in agent.output()
+    # Another CA file on SIGHUP waits for the next start: every connection,
+    # the workers' included, keeps verifying with the same one.
+    (state / "himbeerecouch.conf").write_text(
+        "[himbeerecouch]\nca_file = %s\n" % tls.certificates["other_ca"])
+    mark = agent.mark()
+    agent.signal(signal.SIGHUP)
+    agent.wait_line(r"--ca-file changes take effect at the next start", after=mark)
+    put_doc(db.admin, "tls-worker", type=device.macid, name="tls-worker",
+            code=WORKER.replace("read back", "again read back"))
+    agent.wait_line(r"again read back worker", timeout=30, after=mark)
+    assert "does not verify" not in agent.output()
+    assert "could not write" not in agent.output()
 
 
 @needs_root
