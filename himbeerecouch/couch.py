@@ -55,8 +55,19 @@ class CouchError(RuntimeError):
     """A request to the database failed; the message is fit for logs."""
 
 
+def _first_line(body):
+    """The first line of an error body, as words: bytes decoded, JSON's
+    ``(error, reason)`` joined, at most 200 characters."""
+    if isinstance(body, tuple):
+        body = ": ".join(str(part) for part in body if part)
+    elif isinstance(body, (bytes, bytearray)):
+        body = bytes(body).decode("utf-8", "replace")
+    lines = str(body or "").strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
 def describe(error):
-    """One line saying what went wrong with a request, without credentials."""
+    """One line saying what went wrong with a request, in words, without credentials."""
     if isinstance(error, couchdb.http.ResourceNotFound):
         return "not found"
     if isinstance(error, couchdb.http.Unauthorized):
@@ -67,13 +78,43 @@ def describe(error):
         args = error.args[0] if error.args else ""
         if isinstance(args, tuple) and len(args) == 2:
             status, body = args
-            return "server answered %s: %s" % (status, body)
-        return "server error: %s" % (args,)
+            line = _first_line(body)
+            return "server answered %s %s" % (status, json.dumps(line)) if line \
+                else "server answered %s with an empty body" % status
+        return "server error: %s" % _first_line(args)
     if isinstance(error, socket.timeout):
         return "timed out"
+    # The client reads chunked answers itself: a connection cut in the middle
+    # of one surfaces as a ValueError from parsing a chunk's length, or as
+    # http.client's IncompleteRead / RemoteDisconnected.
+    if isinstance(error, (ValueError, HTTPException, ConnectionResetError, BrokenPipeError)):
+        return "connection dropped (the server or a proxy closed it mid-answer)"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
     return "%s: %s" % (type(error).__name__, error) if str(error) else type(error).__name__
+
+
+def answered(error):
+    """Did the server answer the request that raised ``error`` (4xx), rather
+    than fail to (no connection, a dropped one, a timeout, a 5xx)?"""
+    return isinstance(error, couchdb.http.HTTPError) and \
+        not isinstance(error, couchdb.http.ServerError)
+
+
+def server_answers(url, timeout=2.0, ca_file=None):
+    """Does the server at ``url`` answer HTTP at all (any status below 500)?
+
+    A cheap probe, without logging in: a 5xx (a proxy whose nodes are all
+    down) counts as not answering.  HTTPS verifies as ``open_database`` does.
+    """
+    server = couchdb.Server(url, session=verifying_session(timeout, ca_file))
+    try:
+        server.resource.head("")
+        return True
+    except TRANSPORT_ERRORS as e:
+        return answered(e)
 
 
 def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT,

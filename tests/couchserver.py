@@ -315,7 +315,10 @@ class StallingProxy:
     ``stall()`` stops forwarding bytes in both directions (and end-of-stream too)
     while every connection stays open, as a network that silently goes quiet;
     ``resume()`` forwards again, without loss.  ``drop()`` closes every current
-    connection at once.  New connections are accepted all the time.
+    connection at once.  ``cut_next_answer()`` forwards only the first half of
+    the next bytes the server sends (the middle of a chunk of the continuous
+    feed, say), then closes that connection.  New connections are accepted
+    all the time.
     """
 
     def __init__(self, target_port, target_host=HOST):
@@ -325,6 +328,7 @@ class StallingProxy:
         self._listener = None
         self._flowing = threading.Event()
         self._flowing.set()
+        self._cut = threading.Event()
         self._stopping = threading.Event()
         self._connections = set()
         self._lock = threading.Lock()
@@ -374,6 +378,9 @@ class StallingProxy:
 
     def resume(self):
         self._flowing.set()
+
+    def cut_next_answer(self):
+        self._cut.set()
 
     def drop(self):
         with self._lock:
@@ -437,6 +444,10 @@ class StallingProxy:
                 if not self._wait_flowing(connection):
                     return
                 if not data:
+                    break
+                if source is connection.upstream and self._cut.is_set():
+                    self._cut.clear()
+                    sink.sendall(data[:max(1, len(data) // 2)])
                     break
                 sink.sendall(data)
         except OSError:

@@ -109,6 +109,21 @@ def test_dropped_connections_reconnect_and_reconcile(db, device, start_agent, pr
     check_caught_up(agent, pids, mark)
 
 
+def test_a_feed_cut_mid_chunk_is_said_in_words_and_recovers(db, device, start_agent, proxy):
+    """A proxy (or a cluster node dying behind one) cuts the continuous feed in
+    the middle of a change: the log says "connection dropped", not the HTTP
+    client's ``invalid literal for int() with base 16: b''``."""
+    agent, pids = start_live(db, device, start_agent, url=proxy.url)
+    mark = agent.mark()
+    proxy.cut_next_answer()
+    put(db, "e", type=device.macid, name="epsilon", code=loop_code("epsilon"))
+    agent.wait_line(r"database unreachable: connection dropped", after=mark)
+    agent.wait_line(r"\[epsilon\] epsilon started", after=mark, timeout=20)
+    assert all(same_pid(agent, i, pids[i]) for i in "abc")
+    out = agent.output()
+    assert "invalid literal" not in out and "b''" not in out and "ValueError" not in out
+
+
 def test_silent_feed_is_noticed_and_recovers(db, device, start_agent, proxy):
     agent, pids = start_live(db, device, start_agent, url=proxy.url, feed_heartbeat=1)
     mark = agent.mark()
@@ -152,11 +167,18 @@ def fresh_admin_db(server, dbname):
     return admin[dbname]
 
 
-def test_server_killed_mid_feed_and_restarted(disk_server, tmp_path):
+def agent_on_disk_server(server, tmp_path):
+    """A database on ``server`` with a device running "alpha": (name, admin db,
+    Device, Agent not started yet)."""
     dbname = "test/%s" % secrets.token_hex(6)
-    database, device = provision(disk_server, dbname)
+    database, device = provision(server, dbname)
     put_doc(database, "a", type=device.macid, name="alpha", code=loop_code("alpha"))
-    agent = Agent(disk_server.url, dbname, device, tmp_path / "state", feed_heartbeat=1)
+    return dbname, database, device, Agent(server.url, dbname, device, tmp_path / "state",
+                                           feed_heartbeat=1)
+
+
+def test_server_killed_mid_feed_and_restarted(disk_server, tmp_path):
+    dbname, database, device, agent = agent_on_disk_server(disk_server, tmp_path)
     try:
         agent.start()
         agent.wait_line(r"1 code document\(s\) for this device")
@@ -178,6 +200,29 @@ def test_server_killed_mid_feed_and_restarted(disk_server, tmp_path):
         agent.wait_line(r"\[new\] new started", after=mark)
         assert agent.wait_worker("b", other_than=pids["b"]) != pids["b"]
         assert same_pid(agent, "a", pids["a"])
+        assert agent.stop(signal.SIGTERM) == 0
+    finally:
+        agent.close()
+
+
+def test_server_back_after_a_long_outage_is_followed_at_once(disk_server, tmp_path):
+    """Down longer than the backoff's current step: once the server answers
+    again the device reconnects at once, not when that step ends."""
+    dbname, database, device, agent = agent_on_disk_server(disk_server, tmp_path)
+    try:
+        agent.start()
+        agent.wait_line(r"\[alpha\] alpha started")
+        mark = agent.mark()
+        disk_server.kill()
+        # The backoff grows 1, 2, 4, 8 s: wait until a try is 8 s away.
+        agent.wait_line(r"database unreachable: .*next try in 8 s", after=mark, timeout=60)
+        disk_server.start()
+        back = agent.mark()
+        agent.wait_line(r"the server answers again: reconnecting now", after=back, timeout=6)
+        agent.wait_line(r"connected to the server again", after=back, timeout=6)
+        put_doc(fresh_admin_db(disk_server, dbname), "n", type=device.macid, name="new",
+                code=loop_code("new"))
+        agent.wait_line(r"\[new\] new started", after=back, timeout=10)
         assert agent.stop(signal.SIGTERM) == 0
     finally:
         agent.close()

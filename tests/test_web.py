@@ -1,9 +1,9 @@
 """The fleet web page, end to end: headless Chromium against the real test
 server, with the real agent running a device.
 
-The page is what `himbeerecouch provision` uploads as attachments of
-``_design/himbeerecouch``; the tests open it at
-``<server>/<db>/_design/himbeerecouch/index.html`` as an operator.  Every
+The page is what `himbeerecouch provision` stores in the page database
+``himbeerecouch`` (readable by anyone); the tests open it at
+``<server>/himbeerecouch/_design/himbeerecouch/index.html?db=<db>`` as an operator.  Every
 test leaves screenshots in tests/screenshots/ (also when it fails), and
 fails if the page asked for anything outside the database's origin.
 """
@@ -11,16 +11,17 @@ import email.utils
 import hashlib
 import os
 import re
+import urllib.request
 
 import pytest
 
 from cli_helpers import run_cli
 from helpers import loop_code, random_macid, wait_for
-from web_helpers import (DESKTOP, PHONE, Browser, Site, assert_no_page_errors, assert_only_origin,
-                         editor_text, log_in_session, new_page, open_page, require_browser,
-                         screenshot, set_editor_text)
+from web_helpers import (DESKTOP, PAGE_DATABASE, PHONE, Browser, Site, assert_no_page_errors,
+                         assert_only_origin, editor_text, log_in_session, new_page, open_page,
+                         quoted, require_browser, screenshot, set_editor_text)
 
-from himbeerecouch.ops import webassets
+from himbeerecouch.ops import csp, webassets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,58 +113,86 @@ def test_the_built_page_matches_its_sources():
     assert not re.search(r'(src|href)="(https?:)?//', html), html
 
 
-def test_provisioning_warns_of_a_server_that_sandboxes_attachments():
-    class Resource:
-        def __init__(self, answer):
-            self.answer = answer
-
-        def get_json(self, path):
-            assert path == "_node/_local/_config/csp"
-            if isinstance(self.answer, Exception):
-                raise self.answer
-            return 200, {}, self.answer
-
-    def notes(answer):
-        conn = type("Conn", (), {})()
-        conn.url, conn.database = "http://couch.lab:5984", "nedm/raspberries"
-        conn.server = type("Server", (), {"resource": Resource(answer)})()
-        return webassets.server_notes(conn)
-
-    url = "web page: http://couch.lab:5984/nedm%2Fraspberries/_design/himbeerecouch/index.html"
-    # CouchDB 3.2+ defaults: the page cannot run, and provisioning says how to fix it.
-    lines = notes({"attachments_enable": "true", "attachments_header_value": "sandbox"})
-    assert lines[0] == url and "attachments_enable = false" in lines[1]
-    assert notes({"attachments_enable": "false", "attachments_header_value": "sandbox"}) == [url]
-    assert notes({"attachments_enable": "true", "attachments_header_value":
-                  "sandbox allow-scripts allow-same-origin allow-forms allow-modals"}) == [url]
-    assert notes(OSError("refused")) == [url]
+def test_the_csp_check_knows_which_policies_stop_the_page():
+    assert csp.blocks_scripts("sandbox")
+    assert csp.blocks_scripts("sandbox allow-scripts")
+    assert not csp.blocks_scripts("sandbox allow-scripts allow-same-origin allow-forms")
+    assert not csp.blocks_scripts(csp.POLICY)
+    assert "'self'" in csp.POLICY and "sandbox" not in csp.POLICY and "*" not in csp.POLICY
 
 
 def test_page_is_provisioned_and_reprovisioning_upgrades_it(site, couch, db):
+    """The page lives in the page database, readable by anyone; provisioning
+    again writes nothing unless the page changed (compared by what provision
+    wrote, not by the server's digests, which CouchDB computes on compressed text)."""
+    page_db = couch.admin[PAGE_DATABASE]
+
     def assert_current():
-        stubs = db.admin["_design/himbeerecouch"]["_attachments"]
         for name, (kind, data) in webassets.attachments().items():
-            assert stubs[name]["content_type"] == kind
-            assert stubs[name]["digest"] == webassets.digest(data)
-        return stubs
-    assert "_design/himbeerecouch: installed" in site.provision_output
+            stored = page_db.get_attachment("_design/himbeerecouch", name)
+            assert stored is not None and stored.read() == data, name
+        return page_db["_design/himbeerecouch"]["_attachments"]
     assert "web page: %s" % site.url in site.provision_output
     assert {"index.html", "app.js", "style.css"} <= set(assert_current())
+    # The fleet database's design document holds no page (it would need a login).
+    assert not set(webassets.attachments()) & set(
+        db.admin["_design/himbeerecouch"].get("_attachments") or {})
     # An older page, and an attachment of the lab's own beside it.
-    ddoc = db.admin["_design/himbeerecouch"]
-    db.admin.put_attachment(ddoc, b"<p>old page</p>", "index.html", "text/html")
-    ddoc = db.admin["_design/himbeerecouch"]
-    db.admin.put_attachment(ddoc, b"lab notes", "notes.txt", "text/plain")
+    ddoc = page_db["_design/himbeerecouch"]
+    page_db.put_attachment(ddoc, b"<p>old page</p>", "index.html", "text/html")
+    ddoc = page_db["_design/himbeerecouch"]
+    ddoc["page"] = dict(ddoc["page"], source_sha256="an older build")
+    page_db.save(ddoc)
+    ddoc = page_db["_design/himbeerecouch"]
+    page_db.put_attachment(ddoc, b"lab notes", "notes.txt", "text/plain")
     again = run_cli("provision", couch.admin_url, "--database", db.name)
     assert again.returncode == 0, again.stderr
-    assert "_design/himbeerecouch: updated" in again.stdout
-    stubs = assert_current()
-    assert db.admin.get_attachment("_design/himbeerecouch", "notes.txt").read() == b"lab notes"
-    assert stubs["notes.txt"]["content_type"] == "text/plain"
-    rev = db.admin["_design/himbeerecouch"].rev
+    assert "web page: updated" in again.stdout
+    assert_current()
+    assert page_db.get_attachment("_design/himbeerecouch", "notes.txt").read() == b"lab notes"
+    rev = page_db["_design/himbeerecouch"].rev
     third = run_cli("provision", couch.admin_url, "--database", db.name)
+    assert "web page: up to date" in third.stdout
     assert "_design/himbeerecouch: up to date" in third.stdout
-    assert db.admin["_design/himbeerecouch"].rev == rev
+    assert page_db["_design/himbeerecouch"].rev == rev
+
+
+def test_the_first_visit_is_the_pages_login_form(site, db, web):
+    """A browser with no session opens the printed URL and gets the page's own
+    login form, not JSON; the fleet database stays closed to it."""
+    name, password = site.operator()
+    ctx = web.context(site.origin)
+    assert ctx.request.get(site.origin + "/" + quoted(db.name)).status in (401, 403)
+    assert ctx.request.get(site.origin + "/" + quoted(db.name) + "/_design/himbeerecouch"
+                           ).status in (401, 403)
+    page = new_page(ctx)
+    page.goto(site.url)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Log out").wait_for()
+    screenshot(page, "first-visit-logged-in")
+    # The page database holds the page and nothing a stranger could change.
+    anonymous = web.context(site.origin)
+    answer = anonymous.request.put(site.origin + "/" + PAGE_DATABASE + "/sneaky",
+                                   data='{"x": 1}', headers={"Content-Type": "application/json"})
+    assert answer.status in (401, 403), answer.text()
+    assert_only_origin(ctx)
+    assert_no_page_errors(ctx, allowed=("401", "Unauthorized"))
+
+
+def test_on_couchdb_provision_lets_the_page_run(site, couch):
+    """CouchDB 3.2+ sandboxes attachments by default; provision (as a server
+    admin) replaced the policy by one that runs the page's own scripts only.
+    The test server sends no policy at all."""
+    answer = urllib.request.urlopen(site.url, timeout=30)
+    policy = answer.headers.get("Content-Security-Policy")
+    if couch.external:
+        assert "server: [csp]" in site.provision_output
+        assert policy and not csp.blocks_scripts(policy), policy
+        assert "script-src 'self'" in policy
+    else:
+        assert policy is None
 
 
 def test_a_server_that_blocks_scripts_in_attachments_is_explained(site, web):
@@ -180,7 +209,7 @@ def test_a_server_that_blocks_scripts_in_attachments_is_explained(site, web):
     ctx.route(site.url, sandboxed)
     page = new_page(ctx)
     page.goto(site.url)
-    expect(page.locator(".boot-help"), "attachments_enable = false")
+    expect(page.locator(".boot-help"), "attachments_header_value")
     expect(page.locator(".boot-help"))
     screenshot(page, "blocked-by-csp")
     assert_only_origin(ctx)
@@ -200,11 +229,13 @@ def test_log_in_see_the_fleet_and_a_wrong_password(site, db, device, make_device
                    "workers": "not a list",
                    "timestamp": email.utils.formatdate(usegmt=True)})
 
-    # An anonymous browser gets nothing of a database with members.
+    # An anonymous browser gets the page, which asks for a login, and nothing of
+    # the fleet database (a database with members).
     ctx = web.context(site.origin)
     anon = new_page(ctx)
-    response = anon.goto(site.url)
-    assert response.status == 401
+    assert anon.goto(site.url).status == 200
+    anon.get_by_label("User name").wait_for()
+    assert ctx.request.get(site.origin + "/" + quoted(db.name) + "/_all_docs").status in (401, 403)
 
     ctx, page = open_page(web, site, name, password)
     row = fleet_row(page, device.macid)

@@ -6,7 +6,8 @@ browser is ever downloaded).  Every request a page makes is checked: one that
 leaves the database's origin is refused and recorded, and the test fails.
 
 ``Site`` prepares one database for the page: `himbeerecouch provision` (which
-uploads the page as attachments of ``_design/himbeerecouch``) and operator
+stores the page in the page database ``himbeerecouch``, readable by anyone,
+and opens it at ``.../index.html?db=<the fleet database>``) and operator
 users.  ``open_page`` logs a fresh browser context in and opens the page.
 """
 import os
@@ -35,8 +36,12 @@ def quoted(name):
     return urllib.parse.quote(name, safe="")
 
 
+PAGE_DATABASE = "himbeerecouch"     # where provisioning stores the page (readable by anyone)
+
+
 def page_url(couch_url, dbname):
-    return "%s/%s/_design/himbeerecouch/index.html" % (couch_url, quoted(dbname))
+    return "%s/%s/_design/himbeerecouch/index.html?db=%s" % (couch_url, PAGE_DATABASE,
+                                                             quoted(dbname))
 
 
 class Browser:
@@ -125,9 +130,8 @@ class Site:
 
 
 def log_in_session(ctx, origin, name, password):
-    """A CouchDB session cookie for the context (POST /_session, as any CouchDB
-    login does): a database with members answers an anonymous browser 401, so
-    the page can only load once the browser has a session."""
+    """A CouchDB session cookie for the context (POST /_session, as the page's
+    own login form does): the tests that are not about logging in start logged in."""
     r = ctx.request.post(origin + "/_session", data={"name": name, "password": password},
                          headers={"Content-Type": "application/json"})
     assert r.status == 200, (r.status, r.text())

@@ -6,7 +6,10 @@ supervisor's queue.  On every (re)connection it first posts a
 :class:`Changed` per change of the continuous ``_changes`` feed, resuming from
 the last sequence it delivered.  Any error (server down, refused, a dropped
 connection, no heartbeat line for three periods) posts :class:`FeedDown` and
-retries with exponential backoff, forever, until :meth:`Feed.stop`.
+retries with exponential backoff, forever, until :meth:`Feed.stop`; while it
+waits it probes the server every second, and reconnects at once when a server
+that was down answers again (a long outage must not leave the device a whole
+backoff step behind).
 
 Server-side filtering uses a Mango selector (CouchDB 2+, no design document
 needed).  Tombstones carry no ``type``, so the selector also lets every
@@ -15,6 +18,7 @@ ignored by it.  The supervisor checks ``type`` again on every document.
 """
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from .. import couch
@@ -24,6 +28,8 @@ log = logging.getLogger("himbeerecouch.feed")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+PROBE_PERIOD = 1.0     # while waiting to retry, ask this often whether the server is back
+PROBE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -83,11 +89,15 @@ class Feed(threading.Thread):
     def run(self):
         delay = BACKOFF_FIRST
         while not self.stopping:
+            unreachable = True
             try:
                 self._follow()
                 error = "the server closed the changes feed"
             except couch.TRANSPORT_ERRORS as e:
                 error = couch.describe(e)
+                # The server answered and refused (a wrong password, a missing
+                # database): its coming "back" cannot change that.
+                unreachable = not couch.answered(e)
             except Exception as e:   # a bug here must not end the feed for good
                 log.exception("feed failed unexpectedly")
                 error = "%s: %s" % (type(e).__name__, e)
@@ -96,9 +106,31 @@ class Feed(threading.Thread):
             if self._connected:
                 delay = BACKOFF_FIRST
             self.post(FeedDown(self, error, delay))
-            if self._stopping.wait(delay):
+            if self._wait_to_retry(delay, unreachable):
                 break
             delay = min(BACKOFF_MAX, delay * 2)
+
+    def _wait_to_retry(self, delay, unreachable):
+        """Wait ``delay`` seconds before the next try, or less: once a server
+        that was ``unreachable`` (or seen down meanwhile) answers again, the
+        backoff has done its job and waiting on would only keep the device out
+        of sync.  True: stop.
+        """
+        end = time.monotonic() + delay
+        seen_down = unreachable
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if self._stopping.wait(min(PROBE_PERIOD, left)):
+                return True
+            if couch.server_answers(self.url, timeout=PROBE_TIMEOUT,
+                                    ca_file=self.ca_file):
+                if seen_down:
+                    log.info("the server answers again: reconnecting now")
+                    return False
+            else:
+                seen_down = True
 
     def _follow(self):
         self._connected = False

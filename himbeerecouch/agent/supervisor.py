@@ -57,6 +57,7 @@ class Supervisor:
         self.deadlines = {}          # name -> monotonic time, besides the workers' own
         self.feed = None
         self._feed_error = None
+        self._feed_said = None       # (error, retry_in) last logged
         self._signals = []
         self._events = queue.SimpleQueue()
         self._selector = selectors.DefaultSelector()
@@ -262,7 +263,7 @@ class Supervisor:
     def _on_snapshot(self, event):
         if self._feed_error:
             log.info("connected to the server again")
-        self._feed_error = None
+        self._feed_error = self._feed_said = None
         self._report = True
         self.docs = {i: d for i, d in event.docs.items() if is_code_document(d, self.macid)}
         for doc in event.docs.values():
@@ -289,9 +290,15 @@ class Supervisor:
         self._schedule_cache()
 
     def _on_feed_down(self, event):
-        if event.error != self._feed_error:
-            log.warning("database unreachable: %s; retrying in %.0f s (workers keep running)",
+        # Said when the error or the backoff step changes: every step up to
+        # the longest says when the next try is, then one line covers them all.
+        said = (event.error, event.retry_in)
+        if said != self._feed_said:
+            log.warning("database unreachable: %s; next try in %.0f s, or as soon as the "
+                        "server answers again (workers keep running)",
                         event.error, event.retry_in)
+            self._feed_said = said
+        if event.error != self._feed_error:
             self._report = True
         self._feed_error = event.error
         if not self.synced:

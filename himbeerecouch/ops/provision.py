@@ -3,9 +3,10 @@
 One run creates the database if it is missing, installs or updates
 ``_design/himbeerecouch`` (only the parts it owns; a design document that is
 already right is not written again), merges ``_security`` (adds the admin
-roles and the members ``operator`` and ``raspberry``, drops nothing), and
-creates or updates one user per ``--device``.  A second run with the same
-arguments changes nothing.
+roles and the members ``operator`` and ``raspberry``, drops nothing),
+stores the fleet page in the page database (page.py), lets it run on CouchDB
+3.2+ (csp.py), and creates or updates one user per ``--device``.  A second run
+with the same arguments changes nothing.
 
 A device's password is ``sha1(MacID + serial)``, and only the device knows
 its serial, so ``--device MACID:PASSWORD`` gives the password (what
@@ -20,7 +21,7 @@ import couchdb.http
 
 from .. import identity
 from ..errors import UserError
-from . import designdoc, webassets
+from . import csp, designdoc, page
 from .connection import Connection, add_admin_arguments, failures, hide_arguments
 
 USERS_DB = "_users"
@@ -55,6 +56,9 @@ def add_parser(sub):
     p.add_argument("--operator-role", action="append", default=[], metavar="ROLE",
                    help="a further role that may write code and commands, like 'operator' "
                         "(repeatable)")
+    p.add_argument("--page-database", default=page.PAGE_DATABASE, metavar="NAME",
+                   help="the database, readable by anyone, that holds the fleet page "
+                        "(default: %(default)s)")
     p.set_defaults(func=cmd_provision)
     return p
 
@@ -63,7 +67,7 @@ def cmd_provision(args):
     conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch provision %s" % conn.shown)
     conn.whoami()
-    report = provision(conn, args.device, args.operator_role)
+    report = provision(conn, args.device, args.operator_role, args.page_database)
     for line in report:
         print(line)
     return 0
@@ -86,7 +90,7 @@ def lab_writer_roles(conn):
     return [name + "_writer"]
 
 
-def provision(conn, devices=(), operator_roles=()):
+def provision(conn, devices=(), operator_roles=(), page_database=page.PAGE_DATABASE):
     """Do the work; returns the lines that say what changed."""
     report = []
     lab_writers = lab_writer_roles(conn)
@@ -97,7 +101,8 @@ def provision(conn, devices=(), operator_roles=()):
         operator_roles = list(operator_roles) + lab
     report.append(ensure_database(conn))
     report.append(ensure_design_document(conn, operator_roles))
-    report.extend(webassets.server_notes(conn))
+    report.extend(page.ensure_page(conn, page_database))
+    report.extend(csp.ensure_csp(conn))
     report.append(ensure_security(conn, operator_roles))
     # The lab's own validate_doc_update lets only its writer role write at
     # all: a device needs it there for its heartbeat, logs and command
@@ -121,13 +126,15 @@ def ensure_design_document(conn, operator_roles=()):
     wanted = designdoc.design_document(operator_roles)
     with failures(conn, "installing %s" % designdoc.DESIGN_ID):
         current = conn.db.get(designdoc.DESIGN_ID)
+        # Earlier versions kept the page here; it lives in the page database now.
+        attachments = page.drop_page_files((current or {}).get("_attachments"))
         if current is not None and all(current.get(k) == v for k, v in wanted.items()) \
-                and webassets.up_to_date(current.get("_attachments")):
+                and attachments is None:
             return "%s: up to date" % designdoc.DESIGN_ID
         doc = dict(current or {})
         doc.update(wanted)     # keys it does not own (other attachments, ...) stay
-        # The fleet web page (webassets.py): its files, other attachments kept.
-        doc["_attachments"] = webassets.merged(doc.get("_attachments"))
+        if attachments is not None:
+            doc["_attachments"] = attachments
         conn.db.save(doc)
     return "%s: %s" % (designdoc.DESIGN_ID, "updated" if current else "installed")
 

@@ -1,20 +1,15 @@
-"""The fleet web page, as attachments of ``_design/himbeerecouch``.
+"""The fleet web page's files, as they ship inside the package.
 
 The page is built from ``web/`` (``make web``) into ``himbeerecouch/ops/web/``,
 which ships inside the Python package, so that provisioning needs no Node.
-Provisioning stores each file as an attachment of the design document; the
-page then opens at ``<server>/<database>/_design/himbeerecouch/index.html``.
-
 :func:`attachments` gives ``{name: (content type, bytes)}``;
 :func:`inline_attachments` the same in the form a document's
-``_attachments`` takes on upload; :func:`up_to_date` tells whether the
-attachment stubs of a stored design document already hold exactly these files
-(CouchDB's ``md5-<base64>`` digests), so that provisioning twice writes once.
+``_attachments`` takes on upload; :func:`fingerprint` what provisioning
+records of them, so that provisioning twice writes once (page.py stores them).
 """
 import base64
 import hashlib
 import json
-from urllib.parse import quote
 
 from importlib.resources import files as _files
 
@@ -74,71 +69,19 @@ def attachments():
     return out
 
 
-def digest(data):
-    """CouchDB's digest of an attachment: ``md5-<base64 of the MD5>``."""
-    return "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode("ascii")
-
-
 def inline_attachments():
     """``{name: {"content_type", "data" (base64)}}`` for a document upload."""
     return {name: {"content_type": kind, "data": base64.b64encode(data).decode("ascii")}
             for name, (kind, data) in attachments().items()}
 
 
-def up_to_date(stubs):
-    """True when ``stubs`` (a stored document's ``_attachments``) hold exactly
-    the page's files, with the same content types.  Other attachments are
-    not looked at (they are left alone)."""
-    stubs = stubs or {}
-    for name, (kind, data) in attachments().items():
-        stub = stubs.get(name)
-        if not isinstance(stub, dict):
-            return False
-        if stub.get("content_type") != kind or stub.get("digest") != digest(data):
-            return False
-    return True
-
-
-def page_url(conn):
-    """Where the page opens (``conn``: a ``tools.Connection``)."""
-    return "%s/%s/_design/himbeerecouch/%s" % (conn.url, quote(conn.database, safe=""), ENTRY)
-
-
-def csp_blocks_scripts(header_value):
-    """True when a ``Content-Security-Policy`` value sandboxes the page without
-    letting it run scripts with its own origin (cookies, requests)."""
-    for directive in str(header_value or "").split(";"):
-        words = directive.split()
-        if words and words[0].lower() == "sandbox":
-            allowed = {w.lower() for w in words[1:]}
-            return not {"allow-scripts", "allow-same-origin"} <= allowed
-    return False
-
-
-def server_notes(conn):
-    """Lines for provisioning's report about serving the page from this server.
-
-    CouchDB 3.2 and newer send ``Content-Security-Policy: sandbox`` with every
-    attachment by default (``[csp] attachments_enable``), which stops the
-    page's script.  That is a server-wide setting, so it is only reported (with
-    the fix), never changed.  Servers that do not show their configuration
-    (the test server, a user who is not a server admin) get no warning.
-    """
-    lines = ["web page: %s" % page_url(conn)]
-    try:
-        _, _, csp = conn.server.resource.get_json("_node/_local/_config/csp")
-    except Exception:  # noqa: BLE001 - not CouchDB 2+, not a server admin, ...
-        return lines
-    if not isinstance(csp, dict):
-        return lines
-    enabled = str(csp.get("attachments_enable", "false")).strip().lower() == "true"
-    if enabled and csp_blocks_scripts(csp.get("attachments_header_value", "sandbox")):
-        lines.append("web page: WARNING: this server sends 'Content-Security-Policy: %s' with "
-                     "attachments, which stops the page; a server admin allows it with "
-                     "[csp] attachments_enable = false (or attachments_header_value = sandbox "
-                     "allow-scripts allow-same-origin allow-forms allow-modals)"
-                     % csp.get("attachments_header_value", "sandbox"))
-    return lines
+def fingerprint():
+    """What provisioning writes, to compare with what it wrote last time: the
+    build's source hash and the SHA-256 of every file.  (CouchDB stores text
+    attachments compressed, so its digests are not those of our bytes.)"""
+    return {"source_sha256": build_info().get("source_sha256"),
+            "files": {name: [kind, hashlib.sha256(data).hexdigest()]
+                      for name, (kind, data) in attachments().items()}}
 
 
 def merged(stubs):

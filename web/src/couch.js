@@ -1,9 +1,9 @@
 // The page's only way to the server: fetch() to the origin it was loaded from.
 //
-// The page lives at  <root>/<db>/_design/himbeerecouch/index.html  (the database
-// name URL-encoded, "nedm%2Fraspberries"), so the database and the server root
-// come from its own address.  Every request is relative to that origin: the page
-// never talks to any other host.
+// The page lives at  <root>/<page db>/_design/himbeerecouch/index.html?db=<db>
+// (the fleet database's name URL-encoded, "nedm%2Fraspberries"), so the
+// database and the server root come from its own address.  Every request is
+// relative to that origin: the page never talks to any other host.
 
 export class CouchError extends Error {
   // status: the HTTP status (0: no answer at all), error/reason: CouchDB's words.
@@ -18,17 +18,20 @@ export class CouchError extends Error {
   }
 }
 
-export function locate(pathname) {
+export function locate(pathname, search = '') {
   const marker = pathname.indexOf('/_design/');
   if (marker < 0) {
     throw new Error('the page must be opened as <server>/<database>/_design/himbeerecouch/index.html');
   }
-  const dbPath = pathname.slice(0, marker);          // "/prefix/nedm%2Fraspberries"
-  const slash = dbPath.lastIndexOf('/');
-  const root = dbPath.slice(0, slash);               // "" or "/prefix"
-  const encoded = dbPath.slice(slash + 1);
-  const design = pathname.slice(marker + 1).split('/').slice(0, 2).join('/');
-  return {root, dbPath, design, dbName: decodeURIComponent(encoded)};
+  const pagePath = pathname.slice(0, marker);        // "/prefix/himbeerecouch"
+  const slash = pagePath.lastIndexOf('/');
+  const root = pagePath.slice(0, slash);             // "" or "/prefix"
+  // The fleet database is named in the address (?db=nedm%2Fraspberries) when
+  // the page lives in the page database; else the page is in the fleet's own.
+  const asked = new URLSearchParams(search).get('db');
+  const dbName = asked || decodeURIComponent(pagePath.slice(slash + 1));
+  const dbPath = root + '/' + encodeURIComponent(dbName);
+  return {root, dbPath, design: '_design/himbeerecouch', dbName};
 }
 
 export function quoteId(id) {

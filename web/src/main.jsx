@@ -214,7 +214,7 @@ function boot() {
   const root = document.getElementById('app');
   let loc;
   try {
-    loc = locate(location.pathname);
+    loc = locate(location.pathname, location.search);
   } catch (e) {
     root.textContent = e.message;
     return;
