@@ -25,3 +25,9 @@ def add_identity_options(p):
     p.add_argument("--serial", help="board serial (default: from /proc/cpuinfo)")
     p.add_argument("--interface", help="network interface whose MAC is the device id "
                                        "(default: eth0)")
+
+
+def add_ca_file_option(p):
+    p.add_argument("--ca-file", metavar="PATH",
+                   help="PEM file of the certificate authority an HTTPS server's certificate "
+                        "must verify with (default: the system's authorities)")

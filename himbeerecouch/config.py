@@ -8,10 +8,12 @@ supervisor call :func:`load` again with the same command line.
 """
 import configparser
 import math
+import os
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .documents import LIMIT_MAX
+from .runner.tls import check_ca_file
 
 DEFAULT_SERVER_FILE = "/etc/rspby/server"
 DEFAULT_CONFIG_FILE = "/etc/rspby/himbeerecouch.conf"
@@ -42,6 +44,7 @@ class Config:
     cpu_seconds: int = None
     nofile: int = None
     answer_discovery: bool = False
+    ca_file: str = None          # the lab's CA: HTTPS servers must verify with it
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -160,4 +163,14 @@ def load(overrides):
         config = replace(config, server=check_server_url(config.server))
     if not config.database:
         raise ConfigError("database: must not be empty")
+    if config.ca_file:
+        config = replace(config, ca_file=usable_ca_file(config.ca_file))
     return config
+
+
+def usable_ca_file(path):
+    """``path`` made absolute (workers run in other folders), once it proves usable."""
+    reason = check_ca_file(path)
+    if reason:
+        raise ConfigError("ca_file: cannot use %s: %s" % (path, reason))
+    return os.path.abspath(path)

@@ -5,7 +5,6 @@ with a timeout: some server error paths hang instead of answering), logs in,
 and turns the client's many exception types into one :class:`CouchError`
 whose text is safe to log (no credentials).
 """
-import http.client
 import json
 import socket
 import sys
@@ -34,28 +33,8 @@ def _import_client():
 
 couchdb = _import_client()
 
-
-class _ErrorBodyResponse(http.client.HTTPResponse):
-    """An HTTP response whose whole body can be read a second time.
-
-    couchdb-python buffers a small non-JSON answer (a proxy's 503 page), then,
-    to put it into the error it raises, reads the response again and gets
-    nothing: ``server answered 503 with an empty body``, where HAProxy said
-    ``503 Service Unavailable``.  Only this client's own connection classes
-    use it; a partial ``read(n)`` behaves as always.
-    """
-    _whole = None
-
-    def read(self, amt=None):
-        if amt is not None:
-            return super().read(amt)
-        if self._whole is None:
-            self._whole = super().read()
-        return self._whole
-
-
-couchdb.http.HTTPConnection.response_class = _ErrorBodyResponse
-couchdb.http.HTTPSConnection.response_class = _ErrorBodyResponse
+# After the client: the sessions it makes verify HTTPS servers with the lab's CA.
+from .runner.tls import ServerNotTrusted, verifying_session  # noqa: E402,F401
 
 REQUEST_TIMEOUT = 30.0
 
@@ -124,13 +103,13 @@ def answered(error):
         not isinstance(error, couchdb.http.ServerError)
 
 
-def server_answers(url, timeout=2.0):
+def server_answers(url, timeout=2.0, ca_file=None):
     """Does the server at ``url`` answer HTTP at all (any status below 500)?
 
     A cheap probe, without logging in: a 5xx (a proxy whose nodes are all
-    down) counts as not answering.
+    down) counts as not answering.  HTTPS verifies as ``open_database`` does.
     """
-    server = couchdb.Server(url, session=couchdb.http.Session(timeout=timeout))
+    server = couchdb.Server(url, session=verifying_session(timeout, ca_file))
     try:
         server.resource.head("")
         return True
@@ -138,13 +117,16 @@ def server_answers(url, timeout=2.0):
         return answered(e)
 
 
-def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT):
+def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT,
+                  ca_file=None):
     """A ``couchdb.Database`` for ``name`` on ``url``, logged in as ``user``.
 
     The database is not contacted here.  Credentials travel in the client's
-    session, never in a URL that could end up in a log line.
+    session, never in a URL that could end up in a log line.  An HTTPS server
+    must have a certificate that verifies with ``ca_file`` (else the system's
+    authorities).
     """
-    session = couchdb.http.Session(timeout=timeout)
+    session = verifying_session(timeout, ca_file)
     server = couchdb.Server(url, session=session)
     if user is not None:
         server.resource.credentials = (user, password)

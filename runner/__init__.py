@@ -10,5 +10,6 @@ This package must import nothing from the supervisor (``himbeerecouch.*``
 outside ``himbeerecouch.runner``) and only the standard library at start-up,
 so that a worker stays small; ``couchdb`` is imported only when user code
 asks for the database.  Installed as ``himbeerecouch.runner``; the
-supervisor starts it as a program and never imports it.
+supervisor starts it as a program and imports only ``tls`` from it (the
+verifying HTTPS sessions that both sides make, standard library only).
 """

@@ -26,7 +26,7 @@ _quit = False
 # races with SIGINT.  Blocking locks are avoided on purpose: the signal
 # handler runs in the main thread and could wait on itself.
 _registrations = []
-_database = None  # {"url", "name", "user", "password"}, set by the runner
+_database = None  # {"url", "name", "user", "password", "ca_file"}, set by the runner
 
 
 def log(*args):
@@ -109,7 +109,11 @@ def get_acct():
                            "a himbeerecouch worker")
     import couchdb  # lazily: most workers never touch the database
 
-    server = couchdb.Server(_database["url"])
+    from himbeerecouch.runner.tls import verifying_session
+
+    # HTTPS servers verify with the lab's CA, as the supervisor's connections do.
+    server = couchdb.Server(_database["url"],
+                            session=verifying_session(ca_file=_database.get("ca_file")))
     if _database.get("user"):
         # On the client's resource, where couchdb-python keeps basic-auth
         # credentials: never in the URL, argv or the environment.

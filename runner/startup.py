@@ -127,7 +127,7 @@ def check_startup(data):
             raise StartupError("start-up data 'database' is not an object")
         for key in ("url", "name"):
             _need(database, key, str)
-        for key in ("user", "password"):
+        for key in ("user", "password", "ca_file"):
             if database.get(key) is not None:
                 _need(database, key, str)
     out["database"] = database

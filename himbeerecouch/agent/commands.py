@@ -93,8 +93,10 @@ class Capture(threading.Thread):
 class Commands:
     """The command executor of one supervisor."""
 
-    def __init__(self, url, database, identity, state_dir, tag_prefix, max_parallel=MAX_PARALLEL):
+    def __init__(self, url, database, identity, state_dir, tag_prefix, max_parallel=MAX_PARALLEL,
+                 ca_file=None):
         self.url, self.database, self.identity = url, database, identity
+        self.ca_file = ca_file
         self.tag_prefix = tag_prefix
         self.run_token = secrets.token_hex(8)
         self.results_dir = os.path.join(state_dir, "results-%d" % identity.macid)
@@ -150,7 +152,7 @@ class Commands:
         key = (self.url, self.database)
         if getattr(self._local, "key", None) != key:
             self._local.db = couch.open_database(self.url, self.database, self.identity.user,
-                                                 self.identity.password)
+                                                 self.identity.password, ca_file=self.ca_file)
             self._local.key = key
         return self._local.db
 

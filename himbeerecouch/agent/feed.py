@@ -64,13 +64,15 @@ def device_selector(macid):
 class Feed(threading.Thread):
     """The thread that follows the ``_changes`` feed of one database for one device."""
 
-    def __init__(self, post, url, database, user, password, macid, heartbeat=5.0):
+    def __init__(self, post, url, database, user, password, macid, heartbeat=5.0,
+                 ca_file=None):
         super().__init__(name="feed", daemon=True)
         self.post = post
         self.url, self.database = url, database
         self.user, self.password = user, password
         self.macid = macid
         self.heartbeat = heartbeat
+        self.ca_file = ca_file
         self.seq = None
         self._connected = False
         self._stopping = threading.Event()
@@ -122,7 +124,8 @@ class Feed(threading.Thread):
                 return False
             if self._stopping.wait(min(PROBE_PERIOD, left)):
                 return True
-            if couch.server_answers(self.url, timeout=PROBE_TIMEOUT):
+            if couch.server_answers(self.url, timeout=PROBE_TIMEOUT,
+                                    ca_file=self.ca_file):
                 if seen_down:
                     log.info("the server answers again: reconnecting now")
                     return False
@@ -131,7 +134,8 @@ class Feed(threading.Thread):
 
     def _follow(self):
         self._connected = False
-        db = couch.open_database(self.url, self.database, self.user, self.password)
+        db = couch.open_database(self.url, self.database, self.user, self.password,
+                                 ca_file=self.ca_file)
         selector = device_selector(self.macid)
         # The full list first, after every reconnection: whatever changed
         # while we were away is in it, deletions included.
@@ -156,7 +160,7 @@ class Feed(threading.Thread):
         # the client skips heartbeat lines, so a feed that goes quiet without
         # closing is noticed only through this timeout.
         feed_db = couch.open_database(self.url, self.database, self.user, self.password,
-                                      timeout=3 * self.heartbeat)
+                                      timeout=3 * self.heartbeat, ca_file=self.ca_file)
         while True:
             try:
                 for row in feed_db.changes(feed="continuous", since=self.seq, include_docs=True,

@@ -26,8 +26,10 @@ log = logging.getLogger("himbeerecouch.launcher")
 
 PROBE_TIMEOUT = 30.0
 
-# Run as the worker user: can it reach the import folders, and import the runner?
+# Run as the worker user: can it reach the import folders, read the CA file
+# (its get_database() verifies the server with it), and import the runner?
 _PROBE_NO_ENTRY = 3
+_PROBE_NO_CA = 4
 _PROBE = """
 import os, sys
 try:
@@ -36,8 +38,14 @@ except OSError as e:
     sys.stderr.write(e.strerror + "\\n")
     sys.exit(%d)
 os.chdir("/")
+try:
+    if len(sys.argv) > 2:
+        open(sys.argv[2], "rb").close()
+except OSError as e:
+    sys.stderr.write(e.strerror + "\\n")
+    sys.exit(%d)
 import himbeerecouch.runner
-""" % _PROBE_NO_ENTRY
+""" % (_PROBE_NO_ENTRY, _PROBE_NO_CA)
 
 
 def _first_closed(path, uid, gids):
@@ -129,7 +137,8 @@ class Launcher:
         command results) stay 0600/0700.  ``makedirs`` modes are cut by the
         umask (systemd's ``UMask=0077`` would lock the worker out), so set
         them explicitly.  Then prove it: start the worker interpreter once as
-        that user in the import base; a worker user that cannot even start
+        that user in the import base, reading the CA file (``--ca-file``:
+        the workers verify the server with it); a worker user that cannot even start
         is a configuration error to report now, in one clear line, rather
         than a worker failing with "Permission denied" forever.
         """
@@ -142,10 +151,13 @@ class Launcher:
                                   % (folder, e.strerror)) from None
         name = self.user.pw_name
         groups = [g for g in os.getgrouplist(name, self.user.pw_gid) if g != self.user.pw_gid]
+        ca_file = (self.database or {}).get("ca_file")
+        argv = [sys.executable, "-I", "-c", _PROBE, self.import_base]
+        if ca_file:
+            argv.append(ca_file)
         try:
             probe = subprocess.run(
-                [sys.executable, "-I", "-c", _PROBE, self.import_base],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 cwd="/", env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=groups,
                 close_fds=True, timeout=PROBE_TIMEOUT)
@@ -166,6 +178,10 @@ class Launcher:
                 "worker user %s cannot enter %s (%s; %s is not searchable by it): every "
                 "folder above the state folder must be, or choose another --state-dir"
                 % (name, self.import_base, last, closed))
+        if probe.returncode == _PROBE_NO_CA:
+            raise LaunchError("worker user %s cannot read the CA file %s (%s): its workers "
+                              "could not verify the server; make the file readable by it"
+                              % (name, ca_file, last))
         if probe.returncode != 0:
             raise LaunchError("as worker user %s, %s cannot import himbeerecouch: %s"
                               % (name, sys.executable, last))

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 from .. import couch  # noqa: F401  (first: it imports the couchdb client lightly)
 from .. import config as configuration
-from ..arguments import add_identity_options, positive_float
+from ..arguments import add_ca_file_option, add_identity_options, positive_float
 from ..errors import EXIT_USAGE, UserError
 from ..identity import IdentityError
 
 RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
                 "interface", "state_dir", "stop_timeout", "worker_user",
-                "heartbeat_interval", "feed_heartbeat", "answer_discovery")
+                "heartbeat_interval", "feed_heartbeat", "answer_discovery", "ca_file")
 
 
 def add_parser(sub):
@@ -28,6 +28,7 @@ def add_parser(sub):
                    help="configuration file (default: %s)" % configuration.DEFAULT_CONFIG_FILE)
     p.add_argument("--database", help="database (default: %s)" % configuration.DEFAULT_DATABASE)
     add_identity_options(p)
+    add_ca_file_option(p)
     p.add_argument("--state-dir", help="state folder (default: %s)"
                    % configuration.DEFAULT_STATE_DIR)
     p.add_argument("--stop-timeout", type=positive_float,

@@ -38,10 +38,12 @@ def rfc1123(t=None):
 
 
 class Publisher(threading.Thread):
-    def __init__(self, url, database, identity, interval, state_dir, interface=None):
+    def __init__(self, url, database, identity, interval, state_dir, interface=None,
+                 ca_file=None):
         super().__init__(name="publisher", daemon=True)
         self.identity = identity
         self.url, self.database = url, database
+        self.ca_file = ca_file
         self.interval = interval
         self.state_dir, self.interface = state_dir, interface
         self.logbook = Logbook(identity.macid)
@@ -115,7 +117,8 @@ class Publisher(threading.Thread):
     def _database(self):
         if self._db is None:
             self._db = couch.open_database(self.url, self.database, self.identity.user,
-                                           self.identity.password, timeout=10)
+                                           self.identity.password, timeout=10,
+                                           ca_file=self.ca_file)
         return self._db
 
     def _failed(self, what, error):

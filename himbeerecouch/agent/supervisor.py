@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import config as configuration
@@ -80,7 +81,7 @@ class Supervisor:
         if url:
             parts = urlsplit(url)
             url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        return {"url": url, "name": self.config.database,
+        return {"url": url, "name": self.config.database, "ca_file": self.config.ca_file,
                 "user": self.identity.user, "password": self.identity.password}
 
     def _lock_device(self):
@@ -116,7 +117,7 @@ class Supervisor:
             return
         self.feed = Feed(self.post, self.config.server, self.config.database,
                          self.identity.user, self.identity.password, self.macid,
-                         heartbeat=self.config.feed_heartbeat)
+                         heartbeat=self.config.feed_heartbeat, ca_file=self.config.ca_file)
         log.info("following %s on %s as user %s", self.config.database,
                  configuration.redact(self.config.server), self.identity.user)
         self.feed.start()
@@ -133,10 +134,11 @@ class Supervisor:
                                        self.launcher.import_prefix)
         self.publisher = Publisher(self.config.server, self.config.database, self.identity,
                                    self.config.heartbeat_interval, self.config.state_dir,
-                                   self.config.interface)
+                                   self.config.interface, ca_file=self.config.ca_file)
         self.printer.subscribe(self.publisher.logbook.add)
         self.commands = Commands(self.config.server, self.config.database, self.identity,
-                                 self.config.state_dir, self.launcher.run_prefix + "commands/")
+                                 self.config.state_dir, self.launcher.run_prefix + "commands/",
+                                 ca_file=self.config.ca_file)
         if self.config.server:
             self.publisher.start()
             self.commands.start()
@@ -220,6 +222,11 @@ class Supervisor:
         old, self.config = self.config, new
         if self.launcher and new.worker_user != old.worker_user:
             log.warning("--worker-user changes take effect at the next start of the supervisor")
+        if new.ca_file != old.ca_file:
+            # Kept for every connection alike, the workers' included.
+            log.warning("--ca-file changes take effect at the next start of the supervisor "
+                        "(a renewed CA file in the same place is read at every reconnection)")
+            self.config = new = replace(new, ca_file=old.ca_file)
         if (new.server, new.database) != (old.server, old.database):
             self.launcher.database = self._database_info()
             self.publisher.retarget(new.server, new.database)

@@ -20,7 +20,7 @@ import couchdb.http
 
 from .. import config as configuration
 from .. import couch
-from ..arguments import macid
+from ..arguments import add_ca_file_option, macid
 from ..errors import UserError
 
 PASSWORD_VARIABLE = "HIMBEERECOUCH_PASSWORD"
@@ -76,18 +76,26 @@ def split_url(url):
 class Connection:
     """The server and one database, as the user named in the URL."""
 
-    def __init__(self, url, database, timeout=couch.REQUEST_TIMEOUT):
+    def __init__(self, url, database, timeout=couch.REQUEST_TIMEOUT, ca_file=None):
         self.url, self.user, self.password = split_url(url)
         self.shown = configuration.redact(url)       # fit for messages
         self.database = database
         self.timeout = timeout
-        self.session = couchdb.http.Session(timeout=timeout)
+        try:
+            self.ca_file = configuration.usable_ca_file(ca_file) if ca_file else None
+        except configuration.ConfigError as e:
+            raise UserError(str(e), 2) from None
+        self.session = self.new_session()
         self.server = couchdb.Server(self.url, session=self.session)
         if self.user is not None:
             self.server.resource.credentials = (self.user, self.password)
         self.db = couchdb.Database(self.server.resource(database).url, session=self.session)
         self.db.resource.credentials = self.server.resource.credentials
         self._name = None
+
+    def new_session(self):
+        """A new session to the same server, verifying HTTPS as this connection does."""
+        return couch.verifying_session(self.timeout, self.ca_file)
 
     def whoami(self):
         """The user's name (checks the credentials); ``admin`` in an admin party."""
@@ -147,6 +155,8 @@ def failures(conn, what):
     """Turn a failed request into one line naming the server (without password)."""
     try:
         yield
+    except couch.ServerNotTrusted as e:
+        raise UserError(str(e)) from None      # names the server already
     except couchdb.http.Unauthorized:
         raise UserError("%s: %s: wrong user name or password, or not allowed"
                         % (conn.shown, what)) from None
@@ -169,3 +179,4 @@ def add_admin_arguments(p):
                         "be in $%s)" % PASSWORD_VARIABLE)
     p.add_argument("--database", default=configuration.DEFAULT_DATABASE,
                    help="database (default: %(default)s)")
+    add_ca_file_option(p)

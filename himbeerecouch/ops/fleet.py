@@ -122,7 +122,7 @@ def cmd_push(args):
     code = read_source(args.code) if args.code is not None else None
     modules = {n: read_source(p) for n, p in args.module}
     global_modules = {n: read_source(p) for n, p in args.global_module}
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch push %s --device %d" % (conn.shown, args.device))
     me = conn.whoami()
     conn.require_database()
@@ -196,7 +196,7 @@ def cmd_exec(args):
         raise UserError("no command given: himbeerecouch exec URL --device M -- PROG ARGS", 2)
     if args.timeout <= 0:
         raise UserError("--timeout must be positive", 2)
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch exec %s --device %d" % (conn.shown, args.device))
     me = conn.whoami()
     conn.require_database()

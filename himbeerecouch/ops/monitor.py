@@ -148,7 +148,7 @@ def render_status(devices):
 
 
 def cmd_status(args):
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch status %s" % conn.shown)
     conn.require_database()
     docs = [d for d in conn.find({"type": "heartbeat"}) if d["_id"].endswith("_heartbeat")]
@@ -196,7 +196,7 @@ def format_line(name, line):
 
 
 def cmd_logs(args):
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch logs %s --device %d" % (conn.shown, args.device))
     conn.require_database()
 

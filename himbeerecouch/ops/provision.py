@@ -64,7 +64,7 @@ def add_parser(sub):
 
 
 def cmd_provision(args):
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch provision %s" % conn.shown)
     conn.whoami()
     report = provision(conn, args.device, args.operator_role, args.page_database)
@@ -165,8 +165,7 @@ def ensure_security(conn, operator_roles=()):
 
 
 def _password_works(conn, user, password):
-    session = couchdb.http.Session(timeout=conn.timeout)
-    server = couchdb.Server(conn.url, session=session)
+    server = couchdb.Server(conn.url, session=conn.new_session())
     server.resource.credentials = (user, password)
     try:
         _, _, info = server.resource.get_json("_session")
