@@ -418,7 +418,8 @@ def test_status_and_logs_of_a_real_agent_in_a_provisioned_database(couch, fleet_
                                                                     tmp_path):
     """The agent's own heartbeat and log documents pass the provisioned rules."""
     dev = fleet_db.device
-    agent = push_and_start(couch, fleet_db, start_agent, tmp_path, "real", "log('hello from real')")
+    agent = push_and_start(couch, fleet_db, start_agent, tmp_path, "real",
+                           "log('hello from real')")
 
     def running():
         result = run_cli("status", couch.admin_url, "--database", fleet_db.name, "--json")
