@@ -436,7 +436,8 @@ def test_a_stopped_devices_badge_never_covers_its_macid(site, db, device, web):
     for width in (320, 390, 600, 768, 1024, 1280, 1600):
         page.set_viewport_size({"width": width, "height": 900})
         row = fleet_row(page, device.macid)
-        box, cell = row.locator("[data-alive]").bounding_box(), row.locator("td").first.bounding_box()
+        box = row.locator("[data-alive]").bounding_box()
+        cell = row.locator("td").first.bounding_box()
         macid = row.locator("th .sub").bounding_box()
         assert not overlap(box, macid), (width, box, macid)
         assert inside(box, cell), (width, box, cell)
