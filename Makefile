@@ -1,5 +1,6 @@
-# himbeerecouch: set-up, tests, demo, benchmark, deployment.
-# `make demo` and `make test` work on a fresh machine: they install what they need.
+# himbeerecouch: set-up, tests, demo, a local server, benchmark, deployment.
+# `make demo` and `make test` work on a fresh machine with python3-venv, nodejs and npm:
+# they install what they need.  Only `make test` may need root (for Debian's chromium).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,9 +8,9 @@ PY := $(VENV)/bin/python
 PYSTAMP := $(VENV)/.installed
 NODESTAMP := testserver/node_modules/.installed
 
-.PHONY: setup browser web test demo bench deploy clean
+.PHONY: setup browser web test demo server bench deploy clean
 
-setup: $(PYSTAMP) $(NODESTAMP) browser
+setup: $(PYSTAMP) $(NODESTAMP)
 
 $(PYSTAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +25,8 @@ $(NODESTAMP): testserver/package.json testserver/package-lock.json
 
 # Debian's Chromium for the browser tests of the web page (tests/test_web.py, driven
 # by Playwright from the test extra; no test tool ever downloads a browser).  Installed
-# only where it is missing, which needs root (as on a fresh CI machine).
+# only where it is missing, which needs root (as on a fresh CI machine); the demo and
+# the server never need it.
 CHROMIUM ?= /usr/bin/chromium
 browser:
 	@test -x $(CHROMIUM) || { \
@@ -42,11 +44,20 @@ $(WEBSTAMP): web/package.json web/package-lock.json
 web: $(WEBSTAMP)
 	cd web && node build.mjs
 
-test: setup
+test: setup browser
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
+# The server on 127.0.0.1 (in memory), the database provisioned, an operator, the
+# agent of a made-up Pi in the foreground; Ctrl-C stops everything.
 demo: setup
 	$(PY) testserver/demo.py
+
+# The same server and database, kept: data in $(SERVER_DATA) across runs, on port
+# $(PORT), running until Ctrl-C, without an agent (it prints how to start one).
+PORT ?= 5985
+SERVER_DATA ?= .server
+server: setup
+	$(PY) testserver/demo.py --server-only --port $(PORT) --data $(SERVER_DATA)
 
 # One table, also written into bench/RESULTS.md; about 8 minutes on 2 cores.
 # SOAK: seconds of the soak phase.  The default keeps the whole run under 10
@@ -65,3 +76,4 @@ deploy: $(PYSTAMP)
 
 clean:
 	rm -rf $(VENV) testserver/node_modules web/node_modules *.egg-info
+	@echo 'kept: $(SERVER_DATA)/ (the databases of make server); remove it by hand'

@@ -2,8 +2,8 @@
 
 Each side registers its own sub-commands: the agent (``run``,
 ``credentials``) in :mod:`himbeerecouch.agent`, the operator's tools
-(``provision``, ``discover``, ``push``, ``exec``, ``status``, ``logs``) in
-:mod:`himbeerecouch.ops`.  Nothing imports this module but the entry points
+(``provision``, ``operator``, ``discover``, ``push``, ``exec``, ``status``,
+``logs``) in :mod:`himbeerecouch.ops`.  Nothing imports this module but the entry points
 (``python -m himbeerecouch`` and the ``himbeerecouch`` script).
 """
 import argparse
@@ -16,7 +16,7 @@ from .errors import run_command
 
 def build_parser():
     from .agent import answer, main as agent_main
-    from .ops import discover, fleet, monitor, provision
+    from .ops import discover, fleet, monitor, operators, provision
 
     parser = argparse.ArgumentParser(
         prog="himbeerecouch",
@@ -28,6 +28,7 @@ def build_parser():
     agent_main.add_parser(sub)
     answer.add_parser(sub)
     provision.add_parser(sub)
+    operators.add_parser(sub)
     discover.add_parser(sub)
     fleet.add_parsers(sub)
     monitor.add_parsers(sub)
@@ -35,7 +36,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # A command may say more (exec: where its program's own options go),
+        # with its own usage line.
+        (getattr(args, "parser", None) or parser).error(
+            "unrecognized arguments: %s%s" % (" ".join(extras), getattr(args, "extras_hint", "")))
     return run_command(args.func, args)
 
 

@@ -38,6 +38,7 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     stop_timeout: float = 20.0
     worker_user: str = None
+    command_user: str = None     # commands run as this user (default: the supervisor's)
     heartbeat_interval: float = 10.0
     feed_heartbeat: float = 5.0  # seconds between the server's keep-alive lines on the feed
     memory_mb: int = None        # default limits for every worker

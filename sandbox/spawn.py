@@ -80,7 +80,7 @@ def _prefilled_pipe(data):
     return read_fd
 
 
-def _identity(user):
+def switch_user(user):
     """Popen arguments that switch to ``user`` and its own groups only."""
     if user is None:
         return {}
@@ -106,7 +106,7 @@ def spawn_worker(startup, env, cwd, user=None):
     title = startup.setdefault("title", "himbeerecouch: %s [%s]" % (
         startup.get("name"), startup.get("doc_id")))
     payload = json.dumps(startup).encode("utf-8")
-    identity = _identity(user)
+    identity = switch_user(user)
 
     fds = []
     try:

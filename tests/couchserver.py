@@ -1,7 +1,8 @@
 """A real CouchDB-protocol server for the tests, and a proxy to misbehave with.
 
-``CouchServer`` runs ``testserver/server.js`` (express-pouchdb on PouchDB 9, see
-COUCHDB-TEST-SERVER.md) on a loopback port and ends its "admin party".
+``CouchServer`` runs ``testserver/server.js`` (express-pouchdb on PouchDB 9; its
+comments say where it differs from CouchDB) on a loopback port and ends its
+"admin party".
 ``StallingProxy`` sits between a client and a server and can stall or drop the
 connections, to simulate a network that goes quiet or breaks.
 

@@ -7,6 +7,7 @@ for the device writes those documents over HTTP with the device's own
 credentials, through the rules provisioning installed.
 """
 import email.utils
+import re
 import json
 import signal
 import subprocess
@@ -400,16 +401,25 @@ def test_operator_user_can_use_the_tools(couch, fleet_db, tmp_path):
         delete_users(couch, [name])
 
 
+def push_and_start(couch, fleet_db, start_agent, tmp_path, name, first):
+    """Push a worker that runs ``first`` and then waits to be stopped, and start the
+    agent (heartbeat every second); returns the agent once the worker started."""
+    dev = fleet_db.device
+    code = write_file(tmp_path, "c.py", "import sys, time\ndef main():\n    %s\n"
+                      "    while not should_quit():\n        time.sleep(0.05)\n" % first)
+    assert run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                   "--name", name, "--code", code).returncode == 0
+    agent = start_agent(dev, args=["--heartbeat-interval", "1"])
+    agent.wait_line(r"%s: STARTING -> RUNNING" % name)
+    return agent
+
+
 def test_status_and_logs_of_a_real_agent_in_a_provisioned_database(couch, fleet_db, start_agent,
                                                                     tmp_path):
     """The agent's own heartbeat and log documents pass the provisioned rules."""
     dev = fleet_db.device
-    code = write_file(tmp_path, "c.py", "import time\ndef main():\n    log('hello from real')\n"
-                      "    while not should_quit():\n        time.sleep(0.05)\n")
-    assert run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
-                   "--name", "real", "--code", code).returncode == 0
-    agent = start_agent(dev, args=["--heartbeat-interval", "1"])
-    agent.wait_line(r"\[real\] hello from real")
+    agent = push_and_start(couch, fleet_db, start_agent, tmp_path, "real",
+                           "log('hello from real')")
 
     def running():
         result = run_cli("status", couch.admin_url, "--database", fleet_db.name, "--json")
@@ -423,3 +433,141 @@ def test_status_and_logs_of_a_real_agent_in_a_provisioned_database(couch, fleet_
         "logs", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid).stdout,
         timeout=30, message="logs show the worker's line")
     assert not agent.find_lines(r"forbidden|403")
+
+
+# ------------------------------------------------------------------ issue 12, point 3
+def mac_address(macid, separator=":", upper=False):
+    digits = "%012x" % macid
+    text = separator.join(digits[i:i + 2] for i in range(0, 12, 2))
+    return text.upper() if upper else text
+
+
+def test_device_may_be_given_as_a_mac_address(couch, fleet_db, tmp_path):
+    dev = fleet_db.device
+    code = write_file(tmp_path, "c.py", "def main():\n    pass\n")
+    for n, form in enumerate((mac_address(dev.macid), mac_address(dev.macid, "-", upper=True),
+                              mac_address(dev.macid, ""))):
+        result = run_cli("push", couch.admin_url, "--database", fleet_db.name, "--device", form,
+                         "--name", "mac %d" % n, "--code", code)
+        assert result.returncode == 0, result.stderr
+        assert fleet_db.admin["%d_mac-%d" % (dev.macid, n)]["type"] == dev.macid
+    bad = run_cli("push", couch.admin_url, "--device", "b8:27:eb:00:00", "--name", "x",
+                  "--code", code)
+    assert bad.returncode == 2
+    assert "'b8:27:eb:00:00' is not a MacID (an integer) or a MAC address" in bad.stderr
+    # provision: MAC:PASSWORD, the colons of the MAC address included.
+    result = run_cli("provision", couch.admin_url, "--database", fleet_db.name, "--device",
+                     "%s:%s" % (mac_address(dev.macid), dev.password))
+    assert result.returncode == 0, result.stderr
+    assert "device %d: user %s up to date" % (dev.macid, dev.user) in result.stdout
+    # The agent's --macid too.
+    result = run_cli("credentials", "--macid", mac_address(dev.macid, "-"), "--serial",
+                     dev.serial, "--json")
+    assert json.loads(result.stdout)["MacID"] == dev.macid
+
+
+def test_every_device_option_has_help():
+    from himbeerecouch.cli import build_parser
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    checked = 0
+    for name, sub in subparsers.items():
+        for action in sub._actions:
+            if "--device" in action.option_strings or "--macid" in action.option_strings:
+                assert action.help and "MAC address" in action.help, name
+                checked += 1
+    assert checked >= 6
+
+
+def test_exec_usage_names_every_option_and_hints_at_double_dash(couch, fleet_db):
+    usage = run_cli("exec", "--help").stdout.split("\n\n")[0]
+    from himbeerecouch.cli import build_parser
+    exec_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["exec"]
+    for action in exec_parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                assert option in usage, (option, usage)
+    dev = fleet_db.device
+    result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "ls", "-la", "/tmp")
+    assert result.returncode == 2
+    assert "unrecognized arguments: -la /tmp" in result.stderr
+    assert "go after --" in result.stderr and "-- ls -la /tmp" in result.stderr
+    assert not any(r.id.startswith("%d_cmd" % dev.macid) for r in fleet_db.admin.view("_all_docs"))
+
+
+def test_exec_says_a_failed_commands_error_once(couch, fleet_db, start_agent):
+    dev = fleet_db.device
+    start_agent(dev)
+    result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--wait", "40", "--", "/usr/bin/nonexistent-prog")
+    assert result.returncode == 127
+    assert result.stderr.count("program not found") == 1, result.stderr
+    assert result.stderr == ("himbeerecouch: device %d: program not found: "
+                             "/usr/bin/nonexistent-prog\n" % dev.macid)
+    # A command that printed to stderr and then timed out: both, on lines of their own.
+    result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--timeout", "1", "--wait", "40", "--", "sh", "-c",
+                     "printf 'no newline' >&2; sleep 30")
+    lines = result.stderr.splitlines()
+    assert lines[0] == "no newline" and "timed out after 1 s" in lines[1], result.stderr
+
+
+def test_exec_cancel_and_the_agent_never_runs_it(couch, fleet_db, start_agent, tmp_path):
+    dev = fleet_db.device
+    marker = tmp_path / "ran"
+    queued = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                     "--wait", "0.2", "--", "touch", str(marker))
+    assert queued.returncode == 124
+    doc_id = re.search(r"--cancel (\S+)`", queued.stderr).group(1)
+    result = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--cancel", doc_id)
+    assert result.returncode == 0 and "cancelled" in result.stdout, result
+    doc = fleet_db.admin[doc_id]
+    assert doc["cancelled_by"] == couch.admin_name and doc["cancelled_at"]
+    again = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--cancel", doc_id)
+    assert again.returncode == 0 and "already cancelled" in again.stdout
+    # The agent starts after the cancellation and runs the next command, not that one.
+    start_agent(dev)
+    after = run_cli("exec", couch.admin_url, "--database", fleet_db.name, "--device", dev.macid,
+                    "--wait", "40", "--", "echo", "next")
+    assert after.returncode == 0 and after.stdout == "next\n", after
+    doc = fleet_db.admin[doc_id]
+    assert not marker.exists()
+    assert not any(k in doc for k in ("claimed_at", "ret", "exit_code")), doc
+    # A command the device ran is too late to cancel.
+    ran = next(r.id for r in fleet_db.admin.view("_all_docs", include_docs=True)
+               if r.doc.get("cmd") == ["echo", "next"])
+    err = assert_one_line_error(run_cli("exec", couch.admin_url, "--database", fleet_db.name,
+                                        "--cancel", ran))
+    assert "too late to cancel" in err
+    err = assert_one_line_error(run_cli("exec", couch.admin_url, "--database", fleet_db.name,
+                                        "--cancel", "no-such-command"))
+    assert "there is no command no-such-command" in err
+
+
+def test_status_says_stopped_and_logs_mark_the_agents_lines(couch, fleet_db, start_agent,
+                                                            tmp_path):
+    dev = fleet_db.device
+    agent = push_and_start(couch, fleet_db, start_agent, tmp_path, "marked",
+                           "print('to stderr', file=sys.stderr, flush=True)")
+    agent.wait_line(r"\[marked\] ! to stderr")
+
+    def logs():
+        text = run_cli("logs", couch.admin_url, "--database", fleet_db.name, "--device",
+                       dev.macid).stdout
+        return text if "to stderr" in text else None
+    text = wait_for(logs, timeout=30, message="the worker's line in the logs")
+    assert "[marked] ! to stderr" in text
+    agent_lines = [line for line in text.splitlines() if "[marked] agent: " in line]
+    assert any("STARTING -> RUNNING" in line for line in agent_lines), text
+    assert not any("[marked] ! marked:" in line for line in text.splitlines()), text
+    assert agent.stop(signal.SIGINT) == 0
+
+    def stopped():
+        result = run_cli("status", couch.admin_url, "--database", fleet_db.name, "--json")
+        return next((d for d in json.loads(result.stdout) if d["macid"] == dev.macid
+                     and d["stopped"]), None)
+    wait_for(stopped, timeout=20, message="status says stopped")
+    table = run_cli("status", couch.admin_url, "--database", fleet_db.name).stdout
+    row = next(line for line in table.splitlines() if line.startswith(str(dev.macid)))
+    assert "STOPPED" in row and "SILENT" not in row, table

@@ -1,7 +1,10 @@
 """Command documents against the real server: run exactly as asked, or say why not."""
+import os
+import pwd
 import signal
 
 import psutil
+import pytest
 
 from helpers import wait_for
 
@@ -123,3 +126,43 @@ def test_commands_stored_while_offline_run_when_back(db, device, start_agent, tm
         assert "ret" not in db.admin["later"]
         proxy.resume()
         assert result(db, "later", timeout=60)["ret"][0] == "back\n"
+
+
+def test_a_cancelled_command_is_never_run(db, device, start_agent, tmp_path):
+    """Cancelled before the agent saw it (as the page and `exec --cancel` mark it),
+    and while it runs: neither runs, the next command does (issue 12, point 5)."""
+    marker = tmp_path / "ran"
+    command(db, device, "early", ["touch", str(marker)], cancelled_at="2026-11-26T23:30:00Z",
+            cancelled_by="someone")
+    agent = start_agent(device)
+    agent.wait_line(r"0 code document\(s\) for this device")
+    command(db, device, "late", ["touch", str(marker)], cancelled_at="2026-11-26T23:30:00Z",
+            cancelled_by="someone")
+    command(db, device, "next", ["echo", "next"])
+    assert result(db, "next")["ret"][0] == "next\n"
+    for doc_id in ("early", "late"):
+        doc = db.admin[doc_id]
+        assert not any(k in doc for k in ("claimed_at", "ret", "exit_code", "error")), doc
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root (the CI runs as root)")
+def test_command_user_runs_commands_as_that_user(db, device, start_agent, tmp_path):
+    """--command-user (issue 12, point 4); without it, commands run as the agent's user."""
+    nobody = pwd.getpwnam("nobody")
+    start_agent(device, args=["--command-user", "nobody"])
+    command(db, device, "who", ["sh", "-c", "id -u; id -g; echo $HOME $USER"])
+    out = result(db, "who")["ret"][0].split()
+    home = nobody.pw_dir if os.path.isdir(nobody.pw_dir) else "/"   # /nonexistent: "/"
+    assert out == [str(nobody.pw_uid), str(nobody.pw_gid), home, "nobody"], out
+
+
+def test_command_user_from_the_configuration_file(db, device, start_agent, tmp_path):
+    conf = tmp_path / "agent.conf"
+    conf.write_text("[himbeerecouch]\ncommand_user = no-such-user-here\n")
+    agent = start_agent(device, args=["--config", str(conf)])
+    assert agent.proc.wait(60) != 0
+    agent.stop()
+    out = agent.output()
+    assert "command user 'no-such-user-here' does not exist" in out, out
+    assert "Traceback" not in out

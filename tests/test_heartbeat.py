@@ -152,3 +152,35 @@ def test_sigusr1_prints_every_stack_labelled(db, device, start_agent):
     agent.wait_line(r"\[himbeerecouch\] stack of thread \d+: .*in run", after=mark)
     agent.wait_line(r"\[sleeper\] .*in snooze", after=mark)
     assert agent.proc.poll() is None and agent.worker("sl") is not None
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(db, device, start_agent):
+    """Not a line per retry (issue 12, point 3): the proxy refuses connections for
+    a while, during which the agent retries every second (heartbeat interval 1 s)
+    while a worker prints, so heartbeat and log writes both keep failing."""
+    db.admin.save({"_id": "pr", "type": device.macid, "name": "printer",
+                   "code": "import time\ndef main():\n    while not should_quit():\n"
+                           "        log('tick')\n        time.sleep(0.2)\n"})
+    port = urllib.parse.urlsplit(db.url).port
+    proxy = StallingProxy(port).start()
+    try:
+        agent = start_agent(device, url=proxy.url, args=["--heartbeat-interval", "1"])
+        wait_for(lambda: db.admin.get("%d_log_pr" % device.macid), timeout=20,
+                 message="first log document")
+        mark = agent.mark()
+        proxy.stop()                    # connections refused from now on
+        agent.wait_line(r"cannot write the heartbeat and logs to the database", after=mark,
+                        timeout=20)
+        before = db.admin["%d_heartbeat" % device.macid]["uptime"]
+        # Eight seconds of refused writes: eight heartbeats and a log write or two.
+        wait_for(lambda: len(agent.find_lines(r"\[printer\] tick", after=mark)) >= 40,
+                 timeout=30, message="eight seconds of outage")
+        proxy.start()                   # the same port again
+        agent.wait_line(r"writing the heartbeat and logs to the database works again",
+                        after=mark, timeout=30)
+        wait_for(lambda: db.admin["%d_heartbeat" % device.macid]["uptime"] > before + 5,
+                 timeout=20, message="heartbeats again")
+        said = agent.find_lines(r"\[himbeerecouch\].*(heartbeat|log documents)", after=mark)
+        assert len(said) == 2, said
+    finally:
+        proxy.stop()

@@ -266,6 +266,28 @@ def test_device_writes_only_the_results_of_its_own_commands(fleet):
     assert fleet.dev_a.delete("ca", doc["_rev"])[0] == 403
 
 
+def test_a_cancelled_command_stays_cancelled(fleet):
+    """An operator cancels a command nobody claimed; no device can claim it or
+    undo that, and a claimed command is too late to cancel (issue 12, point 5)."""
+    a = fleet.a
+    cmd = {"type": "%d_cmd" % a, "cmd": ["echo", "hi"], "created_by": fleet.op_name}
+    assert fleet.op.put("c1", cmd)[0] == 201
+    cancelled = {"cancelled_at": "2026-11-26T23:30:00Z", "cancelled_by": fleet.op_name}
+    assert fleet.op.edit("c1", **cancelled)[0] == 201
+    status, body = fleet.dev_a.edit("c1", claimed_at="2026-11-26T23:30:01Z", claimed_by=str(a))
+    assert status == 403 and "cancelled" in body["reason"], body
+    status, doc = fleet.dev_a.get("c1")
+    del doc["cancelled_at"]
+    status, body = fleet.dev_a.put("c1", doc)
+    assert status == 403 and "cancelled" in body["reason"], body
+    assert fleet.op.edit("c1", cancelled_at=None)[0] == 403     # nor the operator
+    # Claimed first: too late to cancel.
+    assert fleet.op.put("c2", cmd)[0] == 201
+    assert fleet.dev_a.edit("c2", claimed_at="2026-11-26T23:30:01Z", claimed_by=str(a))[0] == 201
+    status, body = fleet.op.edit("c2", **cancelled)
+    assert status == 403 and "too late" in body["reason"], body
+
+
 def test_only_admins_and_operators_write_code_and_commands(fleet):
     a, b = fleet.a, fleet.b
     assert fleet.op.put("code-a", code_doc(a, fleet.op_name))[0] == 201

@@ -458,3 +458,54 @@ class TestCache:
     def test_missing_folder_is_reported_not_raised(self, tmp_path):
         path = cache.cache_path(str(tmp_path / "gone"), MACID)
         assert cache.save(path, MACID, "db", DOCS) is False
+
+
+# ------------------------------------------------------------------ outage
+class TestOutage:
+    """What the agent logs while writes fail (issue 12, point 3)."""
+
+    def test_one_line_at_start_a_summary_per_period_one_at_the_end(self, caplog):
+        import logging
+        from himbeerecouch.agent.outage import Outage
+        now = [1000.0]
+        log = logging.getLogger("test.outage")
+        outage = Outage(log, "the heartbeat", summary_period=300, clock=lambda: now[0])
+        with caplog.at_level(logging.INFO, logger="test.outage"):
+            outage.ok()                             # nothing failed: nothing to say
+            for _ in range(101):                    # 10 min of a retry every 6 s
+                outage.failed("Connection refused")
+                now[0] += 6
+            outage.ok()
+            outage.ok()
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 4, lines
+        assert lines[0].startswith("cannot write the heartbeat to the database "
+                                   "(Connection refused)")
+        assert lines[1].startswith("still cannot write the heartbeat") and "5 min" in lines[1]
+        assert "50 more failed attempt(s)" in lines[1]
+        assert lines[2].startswith("still cannot write the heartbeat") and "10 min" in lines[2]
+        assert lines[3] == "writing the heartbeat to the database works again (it failed for " \
+                           "10 min)"
+
+
+class TestDeviceArguments:
+    """MacIDs and MAC addresses on the command line (issue 12, point 3)."""
+
+    def test_mac_address_forms(self):
+        from himbeerecouch.arguments import macid
+        for text in ("b8:27:eb:00:00:01", "B8-27-EB-00-00-01", "b827eb000001", "0xb827eb000001",
+                     "202481585881089"):
+            assert macid(text) == 0xB827EB000001, text
+        assert macid("123456789012") == 123456789012      # digits only: a decimal MacID
+        import argparse
+        for bad in ("b8:27:eb:00:00", "b8:27-eb:00:00:01", "xyz", "-1", "b827eb00000g"):
+            with pytest.raises(argparse.ArgumentTypeError):
+                macid(bad)
+
+    def test_provision_device_with_password(self):
+        from himbeerecouch.ops.provision import device_argument
+        assert device_argument("b8:27:eb:00:00:01:pw:with:colons") == (0xB827EB000001,
+                                                                      "pw:with:colons")
+        assert device_argument("B8-27-EB-00-00-01:pw") == (0xB827EB000001, "pw")
+        assert device_argument("b8:27:eb:00:00:01") == (0xB827EB000001, None)
+        assert device_argument("202481585881089:pw") == (0xB827EB000001, "pw")

@@ -11,6 +11,7 @@ import email.utils
 import hashlib
 import os
 import re
+import time
 import urllib.request
 
 import pytest
@@ -367,6 +368,9 @@ def test_run_a_command_and_see_its_output(site, db, device, start_agent, web):
     result = page.locator("article.cmd", has_text="exit 3")
     expect(result.locator(".stderr"), "oops")
     expect(result.locator(".exit-code"), "3")
+    expect(result.locator(".badge"), "failed")         # not a green "finished"
+    expect(page.locator("article.cmd", has_text="hello from a command").locator(".badge"),
+           "finished")
     docs = [r.doc for r in db.admin.view("_all_docs", include_docs=True)
             if r.doc.get("type") == "%d_cmd" % device.macid]
     assert len(docs) == 2
@@ -434,3 +438,120 @@ def test_a_save_over_a_newer_revision_is_refused(site, db, device, start_agent, 
     for ctx in (ctx_a, ctx_b):
         assert_only_origin(ctx)
     assert_no_page_errors(ctx_b, allowed=("409", "Failed to load resource"))
+
+
+# ------------------------------------------------------------------ issue 12, point 5
+def two_minutes_ago():
+    return email.utils.formatdate(time.time() - 130, usegmt=True)
+
+
+def overlap(a, b):
+    """True when the boxes (Playwright bounding boxes) share any area."""
+    return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"] or
+                a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
+
+
+def inside(inner, outer, slack=1):
+    return (inner["x"] >= outer["x"] - slack and
+            inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack)
+
+
+def test_a_stopped_devices_badge_never_covers_its_macid(site, db, device, web):
+    name, password = site.operator()
+    db.admin.save({"_id": "%d_heartbeat" % device.macid, "type": "heartbeat",
+                   "created_by": device.user, "macid": device.macid, "state": "stopped",
+                   "heartbeat_interval": 10, "timestamp": two_minutes_ago(), "workers": []})
+    ctx, page = open_page(web, site, name, password)
+    badge = fleet_row(page, device.macid).locator("[data-alive]")
+    expect(badge, "agent stopped")
+    for width in (320, 390, 600, 768, 1024, 1280, 1600):
+        page.set_viewport_size({"width": width, "height": 900})
+        row = fleet_row(page, device.macid)
+        box = row.locator("[data-alive]").bounding_box()
+        cell = row.locator("td").first.bounding_box()
+        macid = row.locator("th .sub").bounding_box()
+        assert not overlap(box, macid), (width, box, macid)
+        assert inside(box, cell), (width, box, cell)
+    screenshot(page, "stopped-fleet")
+    page.goto(site.url + "#/device/%d" % device.macid)
+    facts = page.locator(".facts")
+    expect(facts.locator("[data-alive]"), "agent stopped")
+    for width in (320, 390, 600, 768, 1024, 1280, 1600):
+        page.set_viewport_size({"width": width, "height": 900})
+        box = facts.locator("[data-alive]").bounding_box()
+        alive = facts.locator(".fact", has_text="Alive").locator("dd").bounding_box()
+        macid = facts.locator(".fact", has_text="MacID").bounding_box()
+        assert not overlap(box, macid), (width, box, macid)
+        assert inside(box, alive), (width, box, alive)
+    screenshot(page, "stopped-device")
+    assert_only_origin(ctx)
+
+
+def test_a_syntax_error_marks_the_line_the_worker_reported(site, db, device, start_agent, web):
+    name, password = site.operator()
+    start_agent(device)
+    doc_id = "%d_typo" % device.macid
+    code_doc(db, doc_id, device.macid, "typo", loop_code("fine"))
+    ctx, page = open_page(web, site, name, password,
+                          hash_path="#/device/%d/code/%s" % (device.macid, doc_id))
+    expect(page.locator('[data-worker="%s"]' % doc_id), "running")
+    set_editor_text(page, "import time\n\ndef main(:\n    pass\n")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".editor-form .status"), "Saved")
+    reported = page.locator(".reported-error")
+    expect(reported, "SyntaxError")
+    expect(reported, "line 3 is marked")
+    marked = page.locator(".cm-line.cm-reported")
+    expect(marked, "def main(:")
+    assert marked.count() == 1
+    assert "main.py, line 3" in marked.get_attribute("title")
+    screenshot(page, "syntax-error-marked")
+    # Fixed and saved: the mark and the message go.
+    set_editor_text(page, loop_code("fixed"))
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator('[data-worker="%s"]' % doc_id), "running")
+    reported.wait_for(state="detached", timeout=EXPECT_MS)
+    assert page.locator(".cm-reported").count() == 0
+    assert_only_origin(ctx)
+    assert_no_page_errors(ctx, allowed=("Failed to load resource",))
+
+
+def command_doc(macid, n, **fields):
+    doc = {"_id": "%d_cmd_%02d" % (macid, n), "type": "%d_cmd" % macid,
+           "cmd": ["echo", "number %02d" % n], "created_by": "admin",
+           "created_at": "2026-11-26T23:%02d:00Z" % n}
+    doc.update(fields)
+    return doc
+
+
+def test_commands_page_newest_first_and_a_queued_one_is_cancelled(site, db, device, web):
+    name, password = site.operator()
+    done = {"ret": ["", ""], "exit_code": 0, "claimed_at": "2026-11-26T23:59:00Z"}
+    for n in range(1, 25):
+        db.admin.save(command_doc(device.macid, n, **done))
+    db.admin.save(command_doc(device.macid, 25))            # the newest, queued
+    ctx, page = open_page(web, site, name, password, hash_path="#/device/%d" % device.macid)
+    cards = page.locator("article.cmd")
+    expect(cards.first, "number 25")
+    assert cards.count() == 10
+    assert [c.split()[-1].strip("'") for c in cards.locator(".cmdline").all_inner_texts()] == \
+        ["%02d" % n for n in range(25, 15, -1)]
+    older = page.get_by_role("button", name="Show older commands")
+    older.click()
+    expect(cards.nth(19), "number 06")
+    assert cards.count() == 20
+    older.click()                   # beyond what the page loaded at first
+    expect(cards.nth(24), "number 01")
+    older.wait_for(state="detached", timeout=EXPECT_MS)
+    assert cards.count() == 25
+    # Only the queued one can be cancelled; then no device ever runs it.
+    assert page.get_by_role("button", name=re.compile("^Cancel ")).count() == 1
+    page.get_by_role("button", name="Cancel echo 'number 25'").click()
+    expect(cards.first.locator(".badge"), "cancelled")
+    expect(cards.first, "cancelled by %s" % name)
+    stored = db.admin["%d_cmd_25" % device.macid]
+    assert stored["cancelled_by"] == name and stored["cancelled_at"].endswith("Z")
+    assert page.get_by_role("button", name=re.compile("^Cancel ")).count() == 0
+    screenshot(page, "commands-cancelled")
+    assert_only_origin(ctx)
+    assert_no_page_errors(ctx)

@@ -12,7 +12,9 @@ command runs at most once even when the supervisor dies at any point:
    document (conflicts re-read and merge; a server that is down is retried
    until it answers), then forgotten.
 
-A command claimed by an earlier run of the supervisor that has no result gets
+A command with ``cancelled_at`` (an operator cancelled it before it was
+claimed) is never run.  A command claimed by an earlier run of the
+supervisor that has no result gets
 the result kept in the state folder when there is one, else
 ``"error": "interrupted"``; it is never run again.
 """
@@ -29,7 +31,10 @@ import time
 from .. import couch
 from ..sandbox import proctree
 from ..sandbox.environment import worker_environment
+from ..sandbox.spawn import switch_user
+from .launcher import other_user
 from .logbook import iso
+from .outage import Outage
 
 log = logging.getLogger("himbeerecouch.commands")
 
@@ -94,9 +99,11 @@ class Commands:
     """The command executor of one supervisor."""
 
     def __init__(self, url, database, identity, state_dir, tag_prefix, max_parallel=MAX_PARALLEL,
-                 ca_file=None):
+                 ca_file=None, user=None):
         self.url, self.database, self.identity = url, database, identity
         self.ca_file = ca_file
+        # Commands run as the supervisor's user (root on a Pi), or as --command-user.
+        self.user = other_user(user, "command user", "--command-user").pw_name if user else None
         self.tag_prefix = tag_prefix
         self.run_token = secrets.token_hex(8)
         self.results_dir = os.path.join(state_dir, "results-%d" % identity.macid)
@@ -109,6 +116,7 @@ class Commands:
         self._threads = [threading.Thread(target=self._work, name="command-%d" % i, daemon=True)
                          for i in range(max_parallel)]
         self._stopping = False
+        self._outage = Outage(log, "command claims and results")
 
     def start(self):
         for t in self._threads:
@@ -123,8 +131,9 @@ class Commands:
         self.url, self.database = url, database
 
     def offer(self, doc):
-        """A command document seen in the feed; queued unless done or already taken."""
-        if any(k in doc for k in ("ret", "error")):
+        """A command document seen in the feed; queued unless done, cancelled or
+        already taken."""
+        if any(k in doc for k in ("ret", "error", "cancelled_at")):
             return
         with self._lock:
             if doc["_id"] in self._seen:
@@ -189,7 +198,11 @@ class Commands:
         if (doc.get("claimed_run") == self.run_token and "_rev" in doc
                 and not any(k in doc for k in ("ret", "error"))):
             return doc          # our claim was saved but its answer was lost: run it
-        if any(k in doc for k in ("ret", "error", "claimed_at")) or doc.get("_deleted"):
+        # Cancelled (by an operator, before any device claimed it): never run.
+        # The claim is saved over the revision read here, so a cancellation
+        # saved meanwhile makes it conflict and be read again.
+        if any(k in doc for k in ("ret", "error", "claimed_at", "cancelled_at")) \
+                or doc.get("_deleted"):
             return None
         if "_rev" not in doc:
             return None         # deleted before we got to it
@@ -213,8 +226,10 @@ class Commands:
             return failure(str(e))
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True,
-                                    env=worker_environment(tag, home="/"), cwd="/")
+                                    stderr=subprocess.PIPE, start_new_session=True, cwd="/",
+                                    env=worker_environment(tag, home=None if self.user else "/",
+                                                           user=self.user),
+                                    **switch_user(self.user))
         except FileNotFoundError:
             return failure("program not found: %s" % argv[0], started)
         except PermissionError:
@@ -303,11 +318,13 @@ class Commands:
         delay = 1.0
         while True:
             try:
-                return True, couch.update_document(self._db(), doc_id, change, current=current)
+                saved = couch.update_document(self._db(), doc_id, change, current=current)
+                self._outage.ok()
+                return True, saved
             except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
                 if self._stopping:
                     return False, None
-                log.warning(what + " (%s); retrying in %.0f s", doc_id, couch.describe(e), delay)
+                self._outage.failed("%s: %s" % (what % doc_id, couch.describe(e)))
                 time.sleep(delay)
                 delay = min(delay * 2, 60.0)
                 current = None      # a retry re-reads

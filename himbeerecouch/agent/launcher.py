@@ -95,6 +95,18 @@ class LaunchError(RuntimeError):
     """Workers cannot be started at all as configured; the message says why."""
 
 
+def other_user(name, what, option):
+    """The passwd entry of ``name``, as whom ``option`` runs something (a worker,
+    a command); LaunchError unless it exists and this process may switch to it."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise LaunchError("%s %r does not exist" % (what, name)) from None
+    if os.geteuid() != 0:
+        raise LaunchError("%s needs the supervisor to run as root" % option)
+    return entry
+
+
 class Launcher:
     """Spawns the workers of one supervisor (one device)."""
 
@@ -120,12 +132,7 @@ class Launcher:
 
     def set_worker_user(self, name):
         """Run workers as ``name``; only possible when the supervisor is root."""
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise LaunchError("worker user %r does not exist" % name) from None
-        if os.geteuid() != 0:
-            raise LaunchError("--worker-user needs the supervisor to run as root")
+        entry = other_user(name, "worker user", "--worker-user")
         self.user, self.home = entry, entry.pw_dir
 
     def _open_for_worker_user(self):

@@ -13,7 +13,7 @@ from ..errors import EXIT_USAGE, UserError
 from ..identity import IdentityError
 
 RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
-                "interface", "state_dir", "stop_timeout", "worker_user",
+                "interface", "state_dir", "stop_timeout", "worker_user", "command_user",
                 "heartbeat_interval", "feed_heartbeat", "answer_discovery", "ca_file")
 
 
@@ -34,6 +34,8 @@ def add_parser(sub):
     p.add_argument("--stop-timeout", type=positive_float,
                    help="grace period between SIGINT and SIGKILL, seconds (default: 20)")
     p.add_argument("--worker-user", help="run workers as this user (supervisor runs as root)")
+    p.add_argument("--command-user", help="run command documents as this user (default: the "
+                                          "supervisor's user; it runs as root)")
     p.add_argument("--heartbeat-interval", type=positive_float,
                    help="seconds between heartbeat documents (default: 10)")
     p.add_argument("--feed-heartbeat", type=positive_float,

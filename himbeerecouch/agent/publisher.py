@@ -5,7 +5,8 @@ The loop hands it the newest state with :meth:`Publisher.submit` (only the
 latest counts); the thread writes the heartbeat document at most once a
 second after a change and at least every ``interval`` seconds, and the log
 documents of workers that printed at most every ``LOG_PERIOD`` seconds.  A
-write that fails is retried at the next turn; nothing else waits for it.
+write that fails is retried at the next turn; nothing else waits for it, and
+an outage is said in a few lines (:mod:`.outage`), not one per retry.
 
 The heartbeat goes through an ``insert_with_timestamp`` update handler, so
 that ``timestamp`` is the server's clock: the lab's ``nedm_default`` first (as
@@ -21,6 +22,7 @@ import couchdb.http
 
 from .. import __version__, couch
 from .logbook import Logbook, iso
+from .outage import Outage
 from .systeminfo import ProcessMeter, device_info, ip_address
 
 log = logging.getLogger("himbeerecouch.publisher")
@@ -58,7 +60,7 @@ class Publisher(threading.Thread):
         self._meter = ProcessMeter()
         self._design = None           # the update handler that works, or "" for none
         self._probed_at = 0.0
-        self._last_error = None
+        self._outage = Outage(log, "the heartbeat and logs")
         self._revs = {}               # doc id -> the document as we last wrote it
         self._dropped_said = {}       # worker doc id -> dropped lines already reported
 
@@ -122,10 +124,7 @@ class Publisher(threading.Thread):
         return self._db
 
     def _failed(self, what, error):
-        text = "%s: %s" % (what, couch.describe(error))
-        if text != self._last_error:
-            log.warning("could not write %s; will retry", text)
-        self._last_error = text
+        self._outage.failed("%s: %s" % (what, couch.describe(error)))
         return False
 
     # ------------------------------------------------------------ heartbeat
@@ -187,9 +186,7 @@ class Publisher(threading.Thread):
         self._save(db, self.heartbeat_id, doc)
 
     def _ok(self):
-        if self._last_error:
-            log.info("writing to the database works again")
-        self._last_error = None
+        self._outage.ok()
         return True
 
     def _save(self, db, doc_id, fields):

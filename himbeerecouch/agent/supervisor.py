@@ -129,6 +129,10 @@ class Supervisor:
         self._install_signals()
         self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
                                  self.config.worker_user)
+        # Before anything runs: a --command-user that cannot be is an error now.
+        self.commands = Commands(self.config.server, self.config.database, self.identity,
+                                 self.config.state_dir, self.launcher.run_prefix + "commands/",
+                                 ca_file=self.config.ca_file, user=self.config.command_user)
         self.launcher.cleanup_leftovers()
         self.guardian = start_guardian(self.launcher.run_prefix, self.launcher.import_base,
                                        self.launcher.import_prefix)
@@ -136,9 +140,6 @@ class Supervisor:
                                    self.config.heartbeat_interval, self.config.state_dir,
                                    self.config.interface, ca_file=self.config.ca_file)
         self.printer.subscribe(self.publisher.logbook.add)
-        self.commands = Commands(self.config.server, self.config.database, self.identity,
-                                 self.config.state_dir, self.launcher.run_prefix + "commands/",
-                                 ca_file=self.config.ca_file)
         if self.config.server:
             self.publisher.start()
             self.commands.start()
@@ -220,8 +221,10 @@ class Supervisor:
             log.error("configuration not reloaded: %s", e)
             return
         old, self.config = self.config, new
-        if self.launcher and new.worker_user != old.worker_user:
-            log.warning("--worker-user changes take effect at the next start of the supervisor")
+        for key in ("worker_user", "command_user"):
+            if self.launcher and getattr(new, key) != getattr(old, key):
+                log.warning("--%s changes take effect at the next start of the supervisor",
+                            key.replace("_", "-"))
         if new.ca_file != old.ca_file:
             # Kept for every connection alike, the workers' included.
             log.warning("--ca-file changes take effect at the next start of the supervisor "

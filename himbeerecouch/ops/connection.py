@@ -20,7 +20,7 @@ import couchdb.http
 
 from .. import config as configuration
 from .. import couch
-from ..arguments import add_ca_file_option, macid
+from ..arguments import add_ca_file_option
 from ..errors import UserError
 
 PASSWORD_VARIABLE = "HIMBEERECOUCH_PASSWORD"
@@ -167,16 +167,14 @@ def failures(conn, what):
         raise UserError("%s: %s: %s" % (conn.shown, what, couch.describe(e))) from None
 
 
-def device_id(text):
-    """argparse type of ``--device``: a MacID (decimal, or 0x... hex)."""
-    return macid(text)
-
-
-def add_admin_arguments(p):
+def add_admin_arguments(p, database=True):
     p.add_argument("url", metavar="ADMIN_URL",
                    help="server URL with an admin's or operator's credentials, "
                         "http://user:password@host:5984 (the password may instead "
                         "be in $%s)" % PASSWORD_VARIABLE)
-    p.add_argument("--database", default=configuration.DEFAULT_DATABASE,
-                   help="database (default: %(default)s)")
+    if database:
+        p.add_argument("--database", default=configuration.DEFAULT_DATABASE,
+                       help="database (default: %(default)s)")
+    else:
+        p.set_defaults(database=configuration.DEFAULT_DATABASE)
     add_ca_file_option(p)

@@ -8,19 +8,24 @@ updates documents the web page made); a new one gets the id
 
 ``exec`` stores a command document ``{"type": "<MacID>_cmd", "cmd": [...]}``,
 waits for the device to write ``ret`` (or ``error``), prints the command's
-stdout and stderr and exits with its exit code.
+stdout and stderr and exits with its exit code.  ``exec --cancel ID`` marks a
+command that no device has claimed yet ``cancelled_at``/``cancelled_by``: the
+agent never runs it, and the design rules keep a device from undoing that.
 """
+import argparse
 import re
 import secrets
 import sys
 import time
 
+import couchdb.http
 
 from ..documents import RESTART_POLICIES
 from ..errors import UserError
 from ..sandbox.modules import BadModule, validate_module_name
-from .connection import (Connection, add_admin_arguments, device_id, failures, hide_arguments,
-                    iso_now, rfc1123)
+from ..arguments import add_device_argument
+from .connection import (Connection, add_admin_arguments, failures, hide_arguments, iso_now,
+                         rfc1123)
 
 DEFAULT_COMMAND_TIMEOUT = 300
 WAIT_MARGIN = 30.0       # the device's time to notice, kill and report, beyond the timeout
@@ -49,7 +54,6 @@ def read_source(path):
 
 def module_argument(text):
     """``name=FILE`` -> (name, FILE)."""
-    import argparse
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError("expected NAME=FILE, not %r" % text)
@@ -67,7 +71,7 @@ def add_parsers(sub):
                     "(created when there is none).  The agent on the device restarts "
                     "that worker within a second.")
     add_admin_arguments(p)
-    p.add_argument("--device", required=True, type=device_id, metavar="MACID")
+    add_device_argument(p)
     p.add_argument("--name", required=True, help="name of the code (names the worker)")
     p.add_argument("--code", metavar="FILE", help="the main module (must define main())")
     p.add_argument("--module", action="append", default=[], type=module_argument,
@@ -83,17 +87,43 @@ def add_parsers(sub):
     p = sub.add_parser(
         "exec", help="run a command on a device and wait for its output",
         description="Store a command for the device, wait for its result, print its stdout "
-                    "and stderr and exit with its exit code (124: no result in time).",
-        usage="himbeerecouch exec [-h] ADMIN_URL --device MACID [--timeout S] -- PROG [ARG ...]")
+                    "and stderr and exit with its exit code (124: no result in time; 127: "
+                    "it did not run, or was cancelled).  --cancel ID cancels a command that "
+                    "no device has claimed yet: the agent never runs it.",
+        usage=EXEC_USAGE)
     add_admin_arguments(p)
-    p.add_argument("--device", required=True, type=device_id, metavar="MACID")
-    p.add_argument("--timeout", type=float, default=DEFAULT_COMMAND_TIMEOUT,
+    add_device_argument(p, required=False)     # needed unless --cancel
+    p.add_argument("--timeout", type=float, default=DEFAULT_COMMAND_TIMEOUT, metavar="S",
                    help="seconds the command may run on the device (default: %(default)s)")
-    p.add_argument("--wait", type=float,
+    p.add_argument("--wait", type=float, metavar="S",
                    help="seconds to wait for the result (default: the timeout + %d)"
                         % WAIT_MARGIN)
-    p.add_argument("cmd", nargs="+", metavar="PROG", help="the program and its arguments")
-    p.set_defaults(func=cmd_exec)
+    command = p.add_argument("cmd", nargs="+", metavar="PROG",
+                             help="the program and its arguments")
+    p.add_argument("--cancel", metavar="ID", action=cancel_action(command),
+                   help="cancel the command document ID (exec names it when no result "
+                        "came in time) if no device has claimed it yet")
+    p.set_defaults(func=cmd_exec, parser=p,
+                   extras_hint=" (options of the command go after --: "
+                               "himbeerecouch exec ADMIN_URL --device MACID -- ls -la /tmp)")
+
+
+def cancel_action(command):
+    """The argparse action of ``--cancel``: with it, PROG is not needed.
+
+    (PROG stays ``nargs="+"``: with ``"*"`` argparse gives it the empty list
+    right after ADMIN_URL and treats the program after ``--device`` as unknown.)
+    """
+    class Cancel(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            setattr(namespace, self.dest, values)
+            command.required = False
+    return Cancel
+
+
+EXEC_USAGE = ("himbeerecouch exec [-h] ADMIN_URL --device MACID [--database NAME] [--timeout S] "
+              "[--wait S] -- PROG [ARG ...]\n"
+              "       himbeerecouch exec [-h] ADMIN_URL [--database NAME] --cancel ID")
 
 
 # ---------------------------------------------------------------- push
@@ -165,7 +195,7 @@ def command_document(macid, cmd, timeout, user):
 
 def wait_for_result(conn, doc_id, wait):
     """``(doc, done)``: the command document once it has ``ret`` or ``error``
-    (done), or as it was after ``wait`` seconds (not done)."""
+    or was cancelled (done), or as it was after ``wait`` seconds (not done)."""
     deadline = time.monotonic() + wait
     delay = POLL_FIRST
     while True:
@@ -173,7 +203,7 @@ def wait_for_result(conn, doc_id, wait):
             doc = conn.db.get(doc_id)
         if doc is None:
             raise UserError("command %s was deleted before it finished" % doc_id)
-        if "ret" in doc or doc.get("error"):
+        if "ret" in doc or doc.get("error") or doc.get("cancelled_at"):
             return doc, True
         left = deadline - time.monotonic()
         if left <= 0:
@@ -182,16 +212,43 @@ def wait_for_result(conn, doc_id, wait):
         delay = min(POLL_MAX, delay * 1.5)
 
 
-def _write(stream, text):
-    if text:
-        stream.write(text)
-        stream.flush()
+def cancel_command(conn, doc_id, me):
+    """Mark command ``doc_id`` cancelled unless a device claimed it first.
+
+    The save carries the revision that was checked, so a device that claims
+    it meanwhile makes the save conflict; the command is then read again.
+    """
+    while True:
+        with failures(conn, "reading %s" % doc_id):
+            doc = conn.db.get(doc_id)
+        if doc is None or not str(doc.get("type", "")).endswith("_cmd"):
+            raise UserError("there is no command %s in %s" % (doc_id, conn.database))
+        if doc.get("cancelled_at"):
+            return "command %s was already cancelled (by %s at %s)" % (
+                doc_id, doc.get("cancelled_by"), doc["cancelled_at"])
+        if doc.get("claimed_at") or "ret" in doc or doc.get("error"):
+            raise UserError("command %s: too late to cancel, device %s claimed it at %s"
+                            % (doc_id, doc.get("claimed_by"), doc.get("claimed_at")))
+        doc.update(cancelled_at=iso_now(), cancelled_by=me)
+        try:
+            with failures(conn, "cancelling %s" % doc_id):
+                conn.db.save(doc)
+        except couchdb.http.ResourceConflict:
+            continue
+        return "command %s cancelled: no device will run it" % doc_id
 
 
 def cmd_exec(args):
-    cmd = list(args.cmd)
+    if args.cancel is not None:
+        conn = Connection(args.url, args.database)
+        hide_arguments("himbeerecouch exec %s --cancel %s" % (conn.shown, args.cancel))
+        print(cancel_command(conn, args.cancel, conn.whoami()))
+        return 0
+    cmd = list(args.cmd or [])
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
+    if args.device is None:
+        raise UserError("which device? give --device MACID (or --cancel ID)", 2)
     if not cmd:
         raise UserError("no command given: himbeerecouch exec URL --device M -- PROG ARGS", 2)
     if args.timeout <= 0:
@@ -208,21 +265,40 @@ def cmd_exec(args):
     result, done = wait_for_result(conn, doc["_id"], wait)
     if not done:
         state = ("the device claimed it at %s" % result["claimed_at"] if result.get("claimed_at")
-                 else "it stays queued until the device takes it")
+                 else "it stays queued until the device takes it; `himbeerecouch exec "
+                      "ADMIN_URL --cancel %s` cancels it" % doc["_id"])
         print("himbeerecouch: no result from device %d within %g s (command %s; %s)"
               % (args.device, wait, doc["_id"], state), file=sys.stderr)
         return EXIT_NO_RESULT
+    return report_result(result, args.device)
+
+
+def _write(stream, text):
+    if text:
+        stream.write(text)
+        stream.flush()
+
+
+def report_result(result, device):
+    """Print what the command printed, then what went wrong (once); its exit status."""
+    if result.get("cancelled_at") and "ret" not in result:
+        print("himbeerecouch: command %s was cancelled by %s before device %d ran it"
+              % (result["_id"], result.get("cancelled_by"), device), file=sys.stderr)
+        return EXIT_NOT_RUN
     ret = result.get("ret") or [None, None]
-    out, err = (list(ret) + [None, None])[:2]
-    _write(sys.stdout, out if isinstance(out, str) else None)
-    _write(sys.stderr, err if isinstance(err, str) else None)
+    out, err = [x if isinstance(x, str) else "" for x in (list(ret) + [None, None])[:2]]
+    error = result.get("error")
+    if error and err.strip() == str(error).strip():
+        err = ""        # the agent copies its own error into stderr: say it once
+    _write(sys.stdout, out)
+    _write(sys.stderr, err + ("\n" if error and err and not err.endswith("\n") else ""))
     code = result.get("exit_code")
-    if result.get("error"):
-        print("himbeerecouch: device %d: %s" % (args.device, result["error"]), file=sys.stderr)
+    if error:
+        print("himbeerecouch: device %d: %s" % (device, error), file=sys.stderr)
         if not isinstance(code, int):
             return EXIT_NOT_RUN
     if not isinstance(code, int) or isinstance(code, bool):
-        return 0 if "ret" in result and not result.get("error") else 1
+        return 0 if "ret" in result and not error else 1
     if code < 0:
         return 128 - code      # killed by signal -code, as a shell reports it
     return min(code, 255)

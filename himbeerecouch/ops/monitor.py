@@ -3,7 +3,8 @@
 ``status`` reads every heartbeat document (``<MacID>_heartbeat``) and shows
 one row per device: the age of its last heartbeat (against the server's
 clock, so this machine's clock does not matter), ip, version and its workers;
-a device silent for three heartbeat periods says SILENT.  ``logs`` prints the
+a device silent for three heartbeat periods says SILENT, one whose agent
+stopped (its last heartbeat says so) STOPPED.  ``logs`` prints the
 log documents ``<MacID>_log_<doc id>`` (the last 200 lines of each worker)
 and, with ``--follow``, the lines that arrive afterwards.
 """
@@ -14,7 +15,8 @@ import sys
 import time
 
 from ..errors import UserError
-from .connection import Connection, add_admin_arguments, device_id, failures, hide_arguments
+from ..arguments import add_device_argument
+from .connection import Connection, add_admin_arguments, failures, hide_arguments
 
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 SILENT_PERIODS = 3
@@ -25,7 +27,8 @@ def add_parsers(sub):
     p = sub.add_parser(
         "status", help="the devices, their last heartbeat and their workers",
         description="One row per device that sent a heartbeat: its age, ip, version and "
-                    "workers.  Devices silent for %d heartbeat periods are marked SILENT."
+                    "workers.  Devices silent for %d heartbeat periods are marked SILENT, those "
+                    "whose agent stopped STOPPED."
                     % SILENT_PERIODS)
     add_admin_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -36,7 +39,7 @@ def add_parsers(sub):
         description="Print the last lines each worker of the device printed (kept in the "
                     "database by the agent); --follow prints new lines as they arrive.")
     add_admin_arguments(p)
-    p.add_argument("--device", required=True, type=device_id, metavar="MACID")
+    add_device_argument(p)
     p.add_argument("--name", help="only the worker with this name (or document id)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.set_defaults(func=cmd_logs)
@@ -92,6 +95,8 @@ def summary(doc, now):
         "age_s": None if age is None else round(age, 1),
         "heartbeat_interval": interval,
         "silent": age is None or age > SILENT_PERIODS * interval,
+        # The agent's last heartbeat says "stopped" when it stopped on purpose.
+        "stopped": doc.get("state") == "stopped",
         "uptime": doc.get("uptime"),
         "load": doc.get("load"),
         "cpu_temperature": doc.get("cpu_temperature"),
@@ -126,7 +131,9 @@ def render_status(devices):
     details = {}
     for d in devices:
         seen = human_age(d["age_s"]) + " ago" if d["age_s"] is not None else "never"
-        if d["silent"]:
+        if d["stopped"]:
+            seen = "STOPPED " + seen
+        elif d["silent"]:
             seen = "SILENT " + seen
         rows.append((str(d["macid"]), d["hostname"] or "-", d["ip"] or "-", seen,
                      d["version"] or "-", worker_counts(d["workers"])))
@@ -190,8 +197,10 @@ def new_lines(old, new):
 
 
 def format_line(name, line):
+    """``stamp [name] text``; ``!`` marks the worker's stderr, ``agent:`` what
+    the agent said about the worker (started, exited, restarting ...)."""
     stamp, stream, text = line
-    marker = " !" if stream not in ("stdout", "") else ""
+    marker = {"stdout": "", "": "", "agent": " agent:"}.get(stream, " !")
     return "%s [%s]%s %s" % (stamp, name, marker, text)
 
 

@@ -20,6 +20,7 @@ import couchdb
 import couchdb.http
 
 from .. import identity
+from ..arguments import DEVICE_HELP, MAC_WITH_COLONS, macid
 from ..errors import UserError
 from . import csp, designdoc, page
 from .connection import Connection, add_admin_arguments, failures, hide_arguments
@@ -28,14 +29,17 @@ USERS_DB = "_users"
 
 
 def device_argument(text):
-    """``MACID`` or ``MACID:PASSWORD`` -> (macid, password or None)."""
-    macid, sep, password = text.partition(":")
+    """``MACID`` or ``MACID:PASSWORD`` -> (macid, password or None); the device
+    may also be a MAC address (``b8:27:eb:12:34:56:PASSWORD``)."""
+    mac = MAC_WITH_COLONS.match(text)
+    if mac:
+        device, sep, password = mac.group(0), text[mac.end():mac.end() + 1], text[mac.end() + 1:]
+    else:
+        device, sep, password = text.partition(":")
     try:
-        value = int(macid, 0) if macid.lower().startswith("0x") else int(macid)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r: expected MACID or MACID:PASSWORD" % macid) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("a MacID is not negative")
+        value = macid(device)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError("%s: expected MACID or MACID:PASSWORD" % e) from None
     if sep and not password:
         raise argparse.ArgumentTypeError("empty password for device %d" % value)
     return value, (password or None)
@@ -50,7 +54,7 @@ def add_parser(sub):
     add_admin_arguments(p)
     p.add_argument("--device", action="append", default=[], type=device_argument,
                    metavar="MACID[:PASSWORD]",
-                   help="create or update this device's user (role raspberry); the password "
+                   help=DEVICE_HELP + "; create or update its user (role raspberry); the password "
                         "is what `himbeerecouch credentials` prints on the device; without "
                         "it an existing user keeps its password (repeatable)")
     p.add_argument("--operator-role", action="append", default=[], metavar="ROLE",
@@ -107,8 +111,8 @@ def provision(conn, devices=(), operator_roles=(), page_database=page.PAGE_DATAB
     # The lab's own validate_doc_update lets only its writer role write at
     # all: a device needs it there for its heartbeat, logs and command
     # results.  Our rules keep a device (MacID name + device role) to those.
-    for macid, password in devices:
-        report.append(ensure_device_user(conn, macid, password, lab_writers))
+    for device, password in devices:
+        report.append(ensure_device_user(conn, device, password, lab_writers))
     return report
 
 

@@ -5,7 +5,7 @@
 import {useEffect, useMemo, useRef, useState} from 'preact/hooks';
 import {CodeEditor} from './editor.jsx';
 import {CouchError} from './couch.js';
-import {editedDocument, moduleNameProblem, parseCode, rfc1123, slug} from './model.js';
+import {editedDocument, moduleNameProblem, parseCode, reportedLine, rfc1123, slug, workers} from './model.js';
 import {codeHref, deviceHref, navigate, unsaved} from './hooks.js';
 
 const EMPTY = {name: '', code: '', modules: {}, global_modules: {}};
@@ -79,6 +79,12 @@ export function CodeDocEditor({store, couch, user, device, docId, creating}) {
   const problem = base ? parsed.problem : null;
   const newer = stored && base && stored._rev !== base._rev && revNumber(stored._rev) >= revNumber(base._rev)
     ? stored : null;
+  // What the device says about the revision shown (a syntax error names its line).
+  const worker = base && !creating
+    ? workers(store.heartbeat(device)).find((w) => w.doc_id === base._id && w.rev === base._rev)
+    : null;
+  const failure = worker && worker.error ? String(worker.error) : null;
+  const reported = failure ? reportedLine(failure, base) : null;
 
   // Unsaved work is announced to the page (leaving asks first).
   useEffect(() => {
@@ -338,7 +344,18 @@ export function CodeDocEditor({store, couch, user, device, docId, creating}) {
               <div class="error" role="alert">{newModule.error}</div>
             </div>
           )}
+          {failure && (
+            <p class="error-box reported-error" role="alert">
+              The device cannot run revision {revNumber(base._rev)}: {failure}
+              {reported && reported.file !== shownFile && (
+                <> <button type="button" class="link" onClick={() => setFile(reported.file)}>
+                  Show line {reported.line} of the {fileLabel(reported.file)}</button></>
+              )}
+              {reported && reported.file === shownFile && ` (line ${reported.line} is marked below)`}
+            </p>
+          )}
           <CodeEditor id="code-editor" fileKey={shownFile} value={fileText(edit, shownFile)}
+            mark={reported && reported.file === shownFile ? {line: reported.line, message: failure} : null}
             label={'Python source: ' + fileLabel(shownFile)}
             onChange={(text) => setEdit((e) => withFile(e, shownFile, text))} />
           <p class="hint">Tab moves on to the next control; indent with Ctrl-] and Ctrl-[. Ctrl-F searches.</p>

@@ -188,17 +188,25 @@ function randomHex(n) {
   return [...a].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-function CommandResult({doc}) {
+const COMMANDS_PAGE = 10;
+
+function CommandResult({doc, onCancel}) {
   const status = commandStatus(doc);
   const out = commandOutput(doc);
-  const labels = {queued: 'waiting for the device', running: 'running', done: 'finished', failed: 'failed'};
+  const labels = {queued: 'waiting for the device', running: 'running', done: 'finished',
+    failed: 'failed', cancelled: 'cancelled'};
   return (
     <article class={'cmd status-' + status} data-cmd={doc._id} aria-label={'Command ' + commandLine(doc.cmd)}>
       <header>
         <code class="cmdline">$ {commandLine(doc.cmd)}</code>
         <span class={'badge cmd-' + status}>{labels[status]}</span>
         <span class="sub">{doc.created_by ? 'by ' + doc.created_by : ''}
-          {doc.created_at ? ' · ' + localTime(doc.created_at) : ''}</span>
+          {doc.created_at ? ' · ' + localTime(doc.created_at) : ''}
+          {status === 'cancelled' ? ` · cancelled by ${doc.cancelled_by || '?'} ${localTime(doc.cancelled_at)}` : ''}</span>
+        {status === 'queued' && (
+          <button type="button" class="cancel-cmd" onClick={() => onCancel(doc)}
+            aria-label={'Cancel ' + commandLine(doc.cmd)}>Cancel</button>
+        )}
       </header>
       {(status === 'done' || status === 'failed') && (
         <div class="result">
@@ -221,8 +229,55 @@ function Commands({store, couch, user, device, list, live}) {
   const [timeout, setTimeoutValue] = useState('300');
   const [status, setStatus] = useState(null);
   const [busy, setBusy] = useState(false);
+  const [shown, setShown] = useState(COMMANDS_PAGE);
+  const [allLoaded, setAllLoaded] = useState(false);
   const when = (d) => Date.parse(d.created_at) || 0;
   const docs = [...list].sort((a, b) => when(b) - when(a) || String(b._id).localeCompare(String(a._id)));
+
+  // Older commands: from those loaded, else one page more from the database.
+  const more = docs.length > shown || (!allLoaded && docs.length >= shown);
+  const older = async () => {
+    const want = shown + COMMANDS_PAGE;
+    if (!allLoaded && docs.length <= want) {
+      try {
+        if (await store.loadCommands(device, want + 1) <= want) {
+          setAllLoaded(true);
+        }
+      } catch (err) {
+        setStatus({tone: 'bad', text: 'Older commands not loaded: ' + explain(err) + '.'});
+        return;
+      }
+    }
+    setShown(want);
+  };
+
+  const explain = (err) => {
+    if (!(err instanceof CouchError)) {
+      return String(err.message || err);
+    }
+    if (err.offline) {
+      return 'the database server cannot be reached';
+    }
+    if (err.status === 401) {
+      return 'your session has ended; log in again, then press Run again';
+    }
+    return `the database answered ${err.status}: ${err.reason || err.error}`;
+  };
+
+  // Cancelled with the revision shown: if the device claimed it meanwhile,
+  // the save conflicts and the command runs (the page then shows it running).
+  const cancel = async (doc) => {
+    const changed = {...doc, cancelled_at: isoSeconds(couch.now()), cancelled_by: user};
+    try {
+      const r = await couch.put(changed);
+      store.remember({...changed, _rev: r.rev});
+      setStatus({tone: 'good', text: `Cancelled: ${commandLine(doc.cmd)}. The device will not run it.`});
+    } catch (err) {
+      const why = err instanceof CouchError && err.status === 409
+        ? 'the device took it meanwhile' : explain(err);
+      setStatus({tone: 'bad', text: `Not cancelled: ${why}.`});
+    }
+  };
 
   const run = async (e) => {
     e.preventDefault();
@@ -258,17 +313,7 @@ function Commands({store, couch, user, device, list, live}) {
         ? 'Sent; the output appears below when the device has run it.'
         : 'Stored. The device is not alive now: it runs the command when its agent is back.'});
     } catch (err) {
-      let why = String(err.message || err);
-      if (err instanceof CouchError) {
-        if (err.offline) {
-          why = 'the database server cannot be reached';
-        } else if (err.status === 401) {
-          why = 'your session has ended; log in again, then press Run again';
-        } else {
-          why = `the database answered ${err.status}: ${err.reason || err.error}`;
-        }
-      }
-      setStatus({tone: 'bad', text: 'Not sent: ' + why + '. The command is still in the box.'});
+      setStatus({tone: 'bad', text: 'Not sent: ' + explain(err) + '. The command is still in the box.'});
     } finally {
       setBusy(false);
     }
@@ -291,8 +336,14 @@ function Commands({store, couch, user, device, list, live}) {
       </form>
       <div class="status" role="status" aria-live="polite" data-tone={status ? status.tone : ''}>{status ? status.text : ''}</div>
       <div class="commands" aria-live="polite">
-        {docs.slice(0, 20).map((doc) => <CommandResult key={doc._id} doc={doc} />)}
+        {docs.slice(0, shown).map((doc) => <CommandResult key={doc._id} doc={doc} onCancel={cancel} />)}
       </div>
+      {more && (
+        <p class="more">
+          <button type="button" onClick={older}>Show older commands</button>
+          <span class="sub"> (the {Math.min(shown, docs.length)} newest are shown)</span>
+        </p>
+      )}
     </div>
   );
 }

@@ -4,6 +4,7 @@
 
 import {useEffect, useRef} from 'preact/hooks';
 import {EditorView, basicSetup} from 'codemirror';
+import {Decoration} from '@codemirror/view';
 import {EditorState, Compartment} from '@codemirror/state';
 import {python} from '@codemirror/lang-python';
 
@@ -14,9 +15,22 @@ const theme = EditorView.theme({
   '.cm-gutters': {background: 'var(--panel)', color: 'var(--muted)'},
 });
 
+// The line a worker reported (a syntax error): marked, with the message as its
+// title; nothing when the text has fewer lines now.
+function markedLine(mark) {
+  if (!mark) {
+    return [];
+  }
+  const decoration = Decoration.line({class: 'cm-reported', attributes: {title: mark.message}});
+  return EditorView.decorations.of((view) => (mark.line >= 1 && mark.line <= view.state.doc.lines
+    ? Decoration.set([decoration.range(view.state.doc.line(mark.line).from)])
+    : Decoration.none));
+}
+
 // value/onChange: the text; fileKey: which file is shown (each keeps its own
-// undo history); label: the accessible name; readOnly.
-export function CodeEditor({value, onChange, fileKey, label, readOnly = false, id}) {
+// undo history); label: the accessible name; readOnly; mark: {line, message}
+// of a line to mark, or null.
+export function CodeEditor({value, onChange, fileKey, label, readOnly = false, id, mark = null}) {
   const host = useRef(null);
   const view = useRef(null);
   const states = useRef(new Map());
@@ -24,6 +38,7 @@ export function CodeEditor({value, onChange, fileKey, label, readOnly = false, i
   const changed = useRef(onChange);
   const editable = useRef(new Compartment());
   const labels = useRef(new Compartment());
+  const marks = useRef(new Compartment());
   changed.current = onChange;
 
   const makeState = (text) => EditorState.create({
@@ -34,6 +49,7 @@ export function CodeEditor({value, onChange, fileKey, label, readOnly = false, i
       theme,
       editable.current.of([EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)]),
       labels.current.of(EditorView.contentAttributes.of(id ? {'aria-label': label, id} : {'aria-label': label})),
+      marks.current.of(markedLine(mark)),
       EditorView.updateListener.of((u) => {
         if (u.docChanged && changed.current) {
           changed.current(u.state.doc.toString());
@@ -81,6 +97,14 @@ export function CodeEditor({value, onChange, fileKey, label, readOnly = false, i
       ]});
     }
   }, [readOnly, label]);
+
+  const markKey = mark ? `${mark.line}:${mark.message}` : '';
+  useEffect(() => {
+    const v = view.current;
+    if (v) {
+      v.dispatch({effects: marks.current.reconfigure(markedLine(mark))});
+    }
+  }, [markKey, fileKey]);
 
   return <div class="code-editor" ref={host} data-file={fileKey} />;
 }

@@ -298,10 +298,15 @@ export function commandLine(cmd) {
   return Array.isArray(cmd) ? cmd.map((a) => quoteArg(String(a))).join(' ') : String(cmd);
 }
 
-// queued, running, done or failed, from the fields the agent writes.
+// queued, running, done, failed (an error, or an exit code other than 0) or
+// cancelled (by an operator, before a device claimed it).
 export function commandStatus(doc) {
+  if (doc.cancelled_at && doc.ret === undefined) {
+    return 'cancelled';
+  }
   if (doc.ret !== undefined || doc.exit_code !== undefined) {
-    return doc.error ? 'failed' : 'done';
+    const nonZero = typeof doc.exit_code === 'number' && doc.exit_code !== 0;
+    return doc.error || nonZero ? 'failed' : 'done';
   }
   if (doc.error) {
     return 'failed';
@@ -310,6 +315,27 @@ export function commandStatus(doc) {
     return 'running';
   }
   return 'queued';
+}
+
+// Where the worker says its code does not compile: "SyntaxError: ... (main.py,
+// line 3)" -> {file: 'code', line: 3}; a module's file -> 'm:NAME' or 'g:NAME'
+// (whichever the document has).  null when the error names no line.
+export function reportedLine(error, doc) {
+  const m = /\((\w+)\.py, line (\d+)\)/.exec(typeof error === 'string' ? error : '');
+  if (!m) {
+    return null;
+  }
+  const name = m[1];
+  const has = (key) => doc && doc[key] && typeof doc[key] === 'object' && name in doc[key];
+  let file = 'code';
+  if (has('modules') && !(name === 'main' && doc.code)) {
+    file = 'm:' + name;
+  } else if (has('global_modules')) {
+    file = 'g:' + name;
+  } else if (name !== 'main') {
+    return null;
+  }
+  return {file, line: Number(m[2])};
 }
 
 export function commandOutput(doc) {

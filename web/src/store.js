@@ -19,6 +19,11 @@ const RETRY_FIRST = 1000;
 const RETRY_MAX = 15000;
 const RECENT_COMMANDS = 20;
 
+function latestCommands(device, count) {
+  return {startkey: [device, 'cmd', {}], endkey: [device, 'cmd'], descending: true, limit: count,
+    include_docs: true};
+}
+
 export class Store {
   constructor(couch) {
     this.couch = couch;
@@ -101,6 +106,16 @@ export class Store {
     this.emit();
   }
 
+  // The `count` latest commands of a device (the page pages back on request);
+  // how many there were, so that fewer than asked means there are no more.
+  async loadCommands(device, count) {
+    const result = await this.couch.view('by_device', latestCommands(device, count));
+    const rows = (result.rows || []).filter((row) => row.doc);
+    rows.forEach((row) => this._apply(row.doc));
+    this.emit();
+    return rows.length;
+  }
+
   // All of one device's code and log documents and its latest commands.
   async loadDevice(device, force = false) {
     const state = this.devices.get(device);
@@ -114,8 +129,7 @@ export class Store {
       const [code, logs, cmds, beat] = await Promise.all([
         this.couch.view('by_device', {...span('code'), include_docs: true}),
         this.couch.view('by_device', {...span('log'), include_docs: true}),
-        this.couch.view('by_device', {startkey: [device, 'cmd', {}], endkey: [device, 'cmd'],
-          descending: true, limit: RECENT_COMMANDS, include_docs: true}),
+        this.couch.view('by_device', latestCommands(device, RECENT_COMMANDS)),
         this.couch.view('by_device', {...span('heartbeat'), include_docs: true}),
       ]);
       for (const result of [code, logs, cmds, beat]) {

@@ -58,6 +58,26 @@ function checkFields(newDoc, oldDoc, name, creating) {
   }
 }
 
+// A command is cancelled (cancelled_at, cancelled_by) before a device claims
+// it, and stays so: nobody claims it afterwards or takes the cancellation back.
+function cancelRule(newDoc, oldDoc, creating) {
+  var before = creating ? {} : oldDoc;
+  if (classify(newDoc).kind !== 'cmd') {
+    return null;
+  }
+  if (before.cancelled_at !== undefined) {
+    if (!same(before.cancelled_at, newDoc.cancelled_at) ||
+        !same(before.cancelled_by, newDoc.cancelled_by) ||
+        !same(before.claimed_at, newDoc.claimed_at)) {
+      return 'this command was cancelled: it may not be claimed, and the cancellation stays';
+    }
+  } else if (newDoc.cancelled_at !== undefined &&
+             (before.claimed_at !== undefined || newDoc.claimed_at !== undefined)) {
+    return 'a device has claimed this command: it is too late to cancel it';
+  }
+  return null;
+}
+
 function deviceMayWrite(newDoc, oldDoc, name, creating, deleting) {
   var id = newDoc._id || '';
   if (deleting) {
@@ -139,6 +159,10 @@ function check(newDoc, oldDoc, ctx, sec) {
   }
   if (!deleting) {
     checkFields(newDoc, oldDoc, name, creating);
+    why = cancelRule(newDoc, oldDoc, creating);
+    if (why) {
+      fail(why);
+    }
   }
   if (device) {
     why = deviceMayWrite(newDoc, oldDoc, name, creating, deleting);
