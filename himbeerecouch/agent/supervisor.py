@@ -134,6 +134,7 @@ class Supervisor:
                                    self.config.heartbeat_interval, self.config.state_dir,
                                    self.config.interface)
         self.printer.subscribe(self.publisher.logbook.add)
+        self.observers.append(self.publisher.history.observe)
         self.commands = Commands(self.config.server, self.config.database, self.identity,
                                  self.config.state_dir, self.launcher.run_prefix + "commands/")
         if self.config.server:
