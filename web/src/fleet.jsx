@@ -4,7 +4,7 @@ import {
   workerCounts,
 } from './model.js';
 import {deviceHref, navigate, setQuery} from './hooks.js';
-import {SHOW, SORT, allTags, applyChoices, choices, isFailing} from './fleetlist.js';
+import {SHOW, SORT, allTags, applyChoices, choices, isFailing, toQuery} from './fleetlist.js';
 
 const ALIVE_TEXT = {fresh: 'fresh', late: 'late', silent: 'silent', none: 'no heartbeat yet'};
 
@@ -74,7 +74,7 @@ function OpenDevice() {
 }
 
 function FleetControls({c, tags}) {
-  const change = (key) => (e) => setQuery({...c, [key]: e.currentTarget.value});
+  const change = (key) => (e) => setQuery(toQuery({...c, [key]: e.currentTarget.value}));
   return (
     <form class="fleet-controls" role="search" onSubmit={(e) => e.preventDefault()}>
       <div class="control grow">

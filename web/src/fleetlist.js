@@ -40,6 +40,11 @@ export function choices(query) {
   };
 }
 
+// The URL's query for choices ``c``: defaults left out, so "#/" is the plain list.
+export function toQuery(c) {
+  return {q: c.q, show: c.show === 'all' ? '' : c.show, tag: c.tag, sort: c.sort === 'name' ? '' : c.sort};
+}
+
 function words(row) {
   const hb = row.heartbeat;
   const out = [row.device, row.name, macAddress(row.device) || ''];
