@@ -105,13 +105,13 @@ export function LogTools({couch, device, doc}) {
           <p class="sub">{found.length} of {lines.length} lines match
             {archive.state === 'loading' ? ' (reading older days…)' : ` (${archive.docs.length} archived day${archive.docs.length === 1 ? '' : 's'} searched)`}
             {found.length > SHOWN ? `; the last ${SHOWN} are shown` : ''}</p>
-          <pre class="log-lines">
+          {found.length > 0 && <pre class="log-lines">
             {found.slice(-SHOWN).map((l, i) => (
               <span key={i} class={'line stream-' + l.stream}>
                 <span class="time">{l.time}</span>{' '}{l.stream !== 'stdout' && <span class="stream">{l.stream} </span>}{l.text}{'\n'}
               </span>
             ))}
-          </pre>
+          </pre>}
         </div>
       )}
     </div>

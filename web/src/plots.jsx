@@ -40,7 +40,7 @@ export function Plot({id, title, unit, times, values, from, to, color, bars}) {
           value: (u, v) => (v === null || v === undefined ? '–' : `${v}${unit}`),
         },
       ],
-      axes: [{}, {size: 56, values: (u, splits) => splits.map((v) => `${v}${unit}`)}],
+      axes: [{}, {size: 64}],   // the unit is in the caption: wide numbers fit
       legend: {live: true},
     };
     chart.current = new uPlot(opts, [times, values], el);
