@@ -203,3 +203,17 @@ def test_log_archive_keeps_a_week_of_days_bounded():
     last = db.docs[archive.doc_id("logger", int(clock.t // DAY))]
     assert last["lines"][-1][2].startswith("29 2999 ")      # the latest lines kept
     assert last["dropped"] > 0 and last["type"] == "%d_logarchive" % MACID
+
+
+def test_log_archive_drops_what_is_not_a_line_and_keeps_the_rest():
+    clock = Clock(1767225600 + 3600)
+    db = MemoryDatabase()
+    archive = LogArchive(MACID, str(MACID), clock=clock)
+    doc_id = archive.doc_id("logger", int(clock.t // DAY))
+    db.save({"_id": doc_id, "created_by": str(MACID), "day": "2026-01-01", "dropped": "many",
+             "lines": [["t", "stdout", "kept"], "junk", [1, 2], ["t", "stdout", None]]})
+    archive.add("logger", "logger", ["t2", "stderr", "new"])
+    archive.write(db)
+    doc = db.docs[doc_id]
+    assert doc["lines"] == [["t", "stdout", "kept"], ["t2", "stderr", "new"]]
+    assert doc["dropped"] == 0 and doc["name"] == "logger"

@@ -65,6 +65,12 @@ def _combine(how, old, new):
     return how(old, new)
 
 
+def _rounded(value, digits):
+    """A finite number from a document, rounded (an int for 0 digits); else None."""
+    value = _number(value)
+    return None if value is None else round(value, digits or None)
+
+
 def _worse(a, b):
     if a is None:
         return b
@@ -99,7 +105,7 @@ class Slot:
         return w
 
     def merge(self, other):
-        """Fold ``other`` (a finer slot, or a stored one) into this slot."""
+        """Fold ``other`` (read from a stored document) into this slot."""
         for key, (how, _) in SERIES.items():
             self.values[key] = _combine(how, self.values.get(key), other.values.get(key))
         self.online = _combine(max, self.online, other.online)
@@ -160,9 +166,8 @@ class History:
         with self._lock:
             for slot in self._slots(t):
                 for key, (how, digits) in SERIES.items():
-                    v = values[key]
-                    v = None if v is None else round(v, digits or None)
-                    slot.values[key] = _combine(how, slot.values.get(key), v)
+                    slot.values[key] = _combine(how, slot.values.get(key),
+                                                _rounded(values[key], digits))
                 slot.online = max(slot.online or 0, 1 if reached else 0)
             for w in heartbeat.get("workers") or []:
                 if isinstance(w, dict) and isinstance(w.get("doc_id"), str):
@@ -179,8 +184,7 @@ class History:
             sw["state"] = _worse(sw["state"], code)
             sw["restarts"] += new
             for key, (how, digits) in WORKER_SERIES.items():
-                v = _number(w.get(key))
-                sw[key] = _combine(how, sw.get(key), None if v is None else round(v, digits))
+                sw[key] = _combine(how, sw.get(key), _rounded(w.get(key), digits))
 
     def observe(self, worker):
         """Supervisor observer: every state change of a worker, as it happens."""

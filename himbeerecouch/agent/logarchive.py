@@ -61,8 +61,8 @@ class LogArchive:
                 _, old = entry[1].popleft()
                 self._bytes[worker_doc_id] -= _size(old)
                 self._dropped[worker_doc_id] += 1
-            if name:
-                self._pending[worker_doc_id] = (name, entry[1])
+            if name and name != entry[0]:
+                self._pending[worker_doc_id] = (name, entry[1])    # renamed meanwhile
 
     def write(self, db):
         """Write what is pending; raises couch errors (the lines then wait)."""
@@ -94,7 +94,10 @@ class LogArchive:
 
         def change(doc):
             same_day = doc.get("day") == date and isinstance(doc.get("lines"), list)
-            kept, cut = _trim((doc["lines"] if same_day else []) + lines)
+            # What another hand left in the document that is not a line is dropped.
+            stored = [line for line in doc["lines"] if isinstance(line, list) and len(line) == 3
+                      and isinstance(line[2], str)] if same_day else []
+            kept, cut = _trim(stored + lines)
             before = doc.get("dropped") if same_day and isinstance(doc.get("dropped"), int) else 0
             doc.update({"type": "%d_logarchive" % self.macid, "doc_id": worker_doc_id,
                         "name": name, "day": date, "lines": kept,
