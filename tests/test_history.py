@@ -217,3 +217,27 @@ def test_log_archive_drops_what_is_not_a_line_and_keeps_the_rest():
     doc = db.docs[doc_id]
     assert doc["lines"] == [["t", "stdout", "kept"], ["t2", "stderr", "new"]]
     assert doc["dropped"] == 0 and doc["name"] == "logger"
+
+
+def test_written_at_most_once_a_minute_and_retried_later_when_the_server_is_away():
+    clock = Clock(1767225600)
+    db = MemoryDatabase()
+    h = History(MACID, str(MACID), clock=clock)
+    h.record({"load": [1.0]}, reached=True)
+    assert h.due()
+    h.write(db)
+    clock.t += history.WRITE_PERIOD - 1
+    assert not h.due()
+    clock.t += 1
+    assert h.due()
+
+    class Away(MemoryDatabase):
+        def get(self, doc_id):
+            raise ConnectionRefusedError("the server is away")
+    try:
+        h.write(Away())
+    except ConnectionRefusedError:
+        pass
+    assert not h.due()                       # no hammering of an absent server
+    clock.t += history.RETRY_PERIOD
+    assert h.due()

@@ -32,6 +32,7 @@ log = logging.getLogger("himbeerecouch.history")
 MAX_WORKERS = 8         # workers kept per document (the most recently seen)
 MAX_EVENTS = 100        # exact state changes kept in the minute document
 WRITE_PERIOD = 60.0     # seconds between writes, at least
+RETRY_PERIOD = 15.0     # after a write that failed (the server is away or slow)
 
 # State -> one letter; the order is severity, the worst seen in a slot counts.
 STATE_CODES = {"running": "R", "starting": "s", "stopping": "t", "stopped": "S",
@@ -148,7 +149,7 @@ class History:
         self.events = []          # [iso time, doc id, state], newest last
         self._restarts = {}       # doc id -> restart count last seen
         self._lock = threading.Lock()
-        self._last_write = None
+        self._next_write = None   # clock time of the next write; None: at once
 
     def doc_id(self, tier):
         return "%d_history_%s" % (self.macid, tier.name)
@@ -197,11 +198,12 @@ class History:
 
     # ------------------------------------------------------------ documents
     def due(self):
-        return self._last_write is None or self.clock() - self._last_write >= WRITE_PERIOD
+        return self._next_write is None or self.clock() >= self._next_write
 
     def write(self, db):
         """Write the rings that changed since their last write; raises couch errors."""
         now = self.clock()
+        self._next_write = now + RETRY_PERIOD
         for ring in self.rings:
             current = int(now // ring.tier.step)
             if ring.loaded and ring.written_slot == current and ring.tier.step > WRITE_PERIOD:
@@ -214,7 +216,7 @@ class History:
                 return self.document(ring, current, stored)
             ring.rev_doc = couch.update_document(db, doc_id, change, current=ring.rev_doc)
             ring.loaded, ring.written_slot = True, current
-        self._last_write = now
+        self._next_write = now + WRITE_PERIOD
 
     def document(self, ring, current, stored=None):
         """The ring as a document ending with slot ``current`` (oldest slot first)."""
