@@ -234,6 +234,9 @@ def test_written_at_most_once_a_minute_and_retried_later_when_the_server_is_away
     class Away(MemoryDatabase):
         def get(self, doc_id):
             raise ConnectionRefusedError("the server is away")
+
+        def save(self, doc):
+            raise ConnectionRefusedError("the server is away")
     try:
         h.write(Away())
     except ConnectionRefusedError:
