@@ -2,8 +2,9 @@
 // `himbeerecouch provision` uploads as attachments of _design/himbeerecouch:
 //
 //   index.html, style.css    copied from src/
-//   app.js                   src/main.jsx and everything it imports (Preact,
-//                            CodeMirror 6), bundled and minified by esbuild
+//   app.js, app.css          src/main.jsx and everything it imports (Preact,
+//                            CodeMirror 6, uPlot and its stylesheet), bundled
+//                            and minified by esbuild
 //   THIRD-PARTY.txt          the licenses of the bundled npm packages
 //   build-info.json          what was built from what: the SHA-256 of the
 //                            sources, so a test can tell a stale build

@@ -6,6 +6,7 @@ server outage cannot grow memory.  The publisher writes the buffers of the
 workers that printed into one document per worker, ``<MacID>_log_<doc id>``,
 at most every few seconds.  Lines that fell out of the ring before they could
 be written are counted, and the count is said in the document and the log.
+Every line also goes to the log archive (logarchive.py), which keeps older days.
 """
 import collections
 import threading
@@ -29,8 +30,9 @@ class WorkerLog:
 
 
 class Logbook:
-    def __init__(self, macid):
+    def __init__(self, macid, archive=None):
         self.macid = macid
+        self.archive = archive  # a LogArchive that keeps the older lines, or None
         self._lock = threading.Lock()
         self._logs = {}        # doc id -> WorkerLog
 
@@ -50,8 +52,11 @@ class Logbook:
                 log.name = message.source
             if log.unwritten >= LINES:
                 log.dropped += 1          # the oldest unwritten line falls out now
-            log.lines.append([iso(message.time), stream, message.text])
+            line = [iso(message.time), stream, message.text]
+            log.lines.append(line)
             log.unwritten = min(log.unwritten + 1, LINES)
+            if self.archive is not None:
+                self.archive.add(message.doc_id, log.name, line)
 
     def pending(self):
         """``[(doc id, fields, count)]`` of the logs with unwritten lines."""

@@ -4,9 +4,10 @@ A thread of its own, so that a slow or absent server never blocks the loop.
 The loop hands it the newest state with :meth:`Publisher.submit` (only the
 latest counts); the thread writes the heartbeat document at most once a
 second after a change and at least every ``interval`` seconds, and the log
-documents of workers that printed at most every ``LOG_PERIOD`` seconds.  A
-write that fails is retried at the next turn; nothing else waits for it, and
-an outage is said in a few lines (:mod:`.outage`), not one per retry.
+documents of workers that printed at most every ``LOG_PERIOD`` seconds, and
+the history and the log archive (history.py, logarchive.py) at most once a
+minute.  A write that fails is retried at the next turn; nothing else waits
+for it, and an outage is said in a few lines (:mod:`.outage`), not one per retry.
 
 The heartbeat goes through an ``insert_with_timestamp`` update handler, so
 that ``timestamp`` is the server's clock: the lab's ``nedm_default`` first (as
@@ -21,6 +22,8 @@ import time
 import couchdb.http
 
 from .. import __version__, couch
+from .history import History
+from .logarchive import LogArchive
 from .logbook import Logbook, iso
 from .outage import Outage
 from .systeminfo import ProcessMeter, device_info, ip_address
@@ -48,7 +51,8 @@ class Publisher(threading.Thread):
         self.ca_file = ca_file
         self.interval = interval
         self.state_dir, self.interface = state_dir, interface
-        self.logbook = Logbook(identity.macid)
+        self.history = History(identity.macid, identity.user)
+        self.logbook = Logbook(identity.macid, LogArchive(identity.macid, identity.user))
         self.heartbeat_id = "%d_heartbeat" % identity.macid
         self.started = time.time()
         self._db = None
@@ -106,6 +110,8 @@ class Publisher(threading.Thread):
             if now >= next_logs or self._stopping:
                 ok = self._write_logs()
                 next_logs = now + (LOG_PERIOD if ok else RETRY)
+            if self.history.due() and fields is not None:
+                self._write_history()
             if self._stopping:
                 return
             with self._lock:
@@ -149,8 +155,13 @@ class Publisher(threading.Thread):
         return doc
 
     def _beat(self, fields):
+        doc = self.heartbeat_fields(fields)
+        ok = self._send(doc)
+        self.history.record(doc, reached=ok)
+        return ok
+
+    def _send(self, doc):
         try:
-            doc = self.heartbeat_fields(fields)
             db = self._database()
             if self._design is None or time.monotonic() - self._probed_at > PROBE_AGAIN:
                 self._design = self._find_handler(db, doc)
@@ -202,6 +213,17 @@ class Publisher(threading.Thread):
             return doc
         self._revs[doc_id] = couch.update_document(db, doc_id, merge,
                                                    current=self._revs.get(doc_id))
+
+    # ------------------------------------------------------------ history
+    def _write_history(self):
+        """The history rings and the log archive (each at most once a minute)."""
+        try:
+            db = self._database()
+            self.history.write(db)
+            self.logbook.archive.write(db)
+            return self._ok()
+        except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
+            return self._failed("history", e)
 
     # ------------------------------------------------------------ logs
     def _write_logs(self):

@@ -140,6 +140,7 @@ class Supervisor:
                                    self.config.heartbeat_interval, self.config.state_dir,
                                    self.config.interface, ca_file=self.config.ca_file)
         self.printer.subscribe(self.publisher.logbook.add)
+        self.observers.append(self.publisher.history.observe)
         if self.config.server:
             self.publisher.start()
             self.commands.start()

@@ -8,7 +8,8 @@ imports too, ``rules.js`` and the roles), stored as source strings:
 - the update handler ``insert_with_timestamp``, with the semantics of the
   lab's ``nedm_default`` handler (NEDM-COMPAT.md), so that heartbeats get the
   server's clock;
-- the filters ``device`` and ``doc_type`` for ``_changes`` (deletions pass);
+- the filters ``device``, ``doc_type`` and ``page`` (all but the devices'
+  history and log archives) for ``_changes`` (deletions pass);
 - the views ``heartbeats`` and ``by_device``.
 
 The agent itself needs none of it to run.  Design functions must declare
@@ -62,7 +63,8 @@ def design_document(operator_roles=(OPERATOR_ROLE,)):
         "validate_doc_update": _function("validate_doc_update", settings),
         "updates": {"insert_with_timestamp": _function("insert_with_timestamp", settings)},
         "filters": {"device": _function("filter_device", settings),
-                    "doc_type": _function("filter_doc_type", settings)},
+                    "doc_type": _function("filter_doc_type", settings),
+                    "page": _function("filter_page", settings)},
         "views": {"heartbeats": {"map": _function("view_heartbeats", settings)},
                   "by_device": {"map": _function("view_by_device", settings)}},
     }

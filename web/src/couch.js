@@ -166,6 +166,14 @@ export class Couch {
     return this.db(quoteId(id));
   }
 
+  // The document, or null when there is none, without a 404 in the browser's
+  // console (a document that may not exist yet: a device's history).
+  async find(id) {
+    const answer = await this.db('_all_docs', {params: {keys: [id], include_docs: true}});
+    const row = (answer.rows || [])[0];
+    return (row && row.doc) || null;
+  }
+
   put(doc) {
     return this.db(quoteId(doc._id), {method: 'PUT', body: doc});
   }

@@ -7,6 +7,8 @@ import {
 import {codeHref, deviceHref} from './hooks.js';
 import {AliveBadge, WorkerCounts, deviceName} from './fleet.jsx';
 import {CodeDocEditor} from './code.jsx';
+import {History} from './history.jsx';
+import {LogTools} from './logs.jsx';
 
 function localTime(text) {
   const t = Date.parse(text);
@@ -136,7 +138,7 @@ function CodeList({store, device, list, hb}) {
   );
 }
 
-function LogPanel({doc, worker}) {
+function LogPanel({doc, worker, couch, device}) {
   const lines = logLines(doc);
   const pre = useRef(null);
   const stick = useRef(true);
@@ -160,6 +162,7 @@ function LogPanel({doc, worker}) {
           {doc.dropped ? ` · ${doc.dropped} dropped on the device` : ''}
           {doc.updated_at ? ` · written ${localTime(doc.updated_at)}` : ''}</span>
       </h3>
+      <LogTools couch={couch} device={device} doc={doc} />
       <pre class="log-lines" ref={pre} onScroll={onScroll} tabindex="0" aria-label={'Last lines of ' + name}>
         {lines.length ? lines.map((l, i) => (
           <span key={i} class={'line stream-' + l.stream}>
@@ -173,13 +176,14 @@ function LogPanel({doc, worker}) {
   );
 }
 
-function Logs({list, hb}) {
+function Logs({list, hb, couch, device}) {
   const byDoc = new Map(workers(hb).map((w) => [w.doc_id, w]));
   const docs = [...list].sort((a, b) => String(a.name || a._id).localeCompare(String(b.name || b._id)));
   if (!docs.length) {
     return <p class="empty">No worker of this device has printed anything yet.</p>;
   }
-  return <div class="logs">{docs.map((doc) => <LogPanel key={doc._id} doc={doc} worker={byDoc.get(doc.doc_id)} />)}</div>;
+  return <div class="logs">{docs.map((doc) => <LogPanel key={doc._id} doc={doc} worker={byDoc.get(doc.doc_id)}
+    couch={couch} device={device} />)}</div>;
 }
 
 function randomHex(n) {
@@ -386,6 +390,11 @@ export function Device({store, couch, user, route, now}) {
       )}
       <Facts device={device} hb={hb} now={now} />
 
+      <section aria-labelledby="history-h">
+        <h2 id="history-h">History</h2>
+        <History couch={couch} device={device} route={route} now={now} />
+      </section>
+
       <section aria-labelledby="workers-h">
         <h2 id="workers-h">Workers</h2>
         {hb ? <Workers list={list} device={device} /> : <p class="empty">Unknown until the device sends a heartbeat.</p>}
@@ -403,7 +412,7 @@ export function Device({store, couch, user, route, now}) {
 
       <section aria-labelledby="logs-h">
         <h2 id="logs-h">Logs</h2>
-        <Logs list={store.ofDevice(device, 'log')} hb={hb} />
+        <Logs list={store.ofDevice(device, 'log')} hb={hb} couch={couch} device={device} />
       </section>
 
       <section aria-labelledby="commands-h">

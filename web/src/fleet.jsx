@@ -1,9 +1,10 @@
 import {useState} from 'preact/hooks';
 import {
-  duration, heartbeatProblem, liveness, loadText, macAddress, number, parseMacId,
-  workerCounts, workers,
+  duration, heartbeatProblem, liveness, loadText, macAddress, number, parseMacId, stateTone,
+  workerCounts,
 } from './model.js';
-import {deviceHref, navigate} from './hooks.js';
+import {deviceHref, navigate, setQuery} from './hooks.js';
+import {SHOW, SORT, allTags, applyChoices, choices, isFailing, toQuery} from './fleetlist.js';
 
 const ALIVE_TEXT = {fresh: 'fresh', late: 'late', silent: 'silent', none: 'no heartbeat yet'};
 
@@ -72,16 +73,63 @@ function OpenDevice() {
   );
 }
 
-export function Fleet({store, now}) {
-  const fleet = [...store.fleet().values()];
-  fleet.sort((a, b) => deviceName(a.device, a.heartbeat).localeCompare(deviceName(b.device, b.heartbeat)) ||
-    a.device.localeCompare(b.device));
+function FleetControls({c, tags}) {
+  const change = (key) => (e) => setQuery(toQuery({...c, [key]: e.currentTarget.value}));
+  return (
+    <form class="fleet-controls" role="search" onSubmit={(e) => e.preventDefault()}>
+      <div class="control grow">
+        <label for="fleet-search">Search devices, scripts, tags</label>
+        <input id="fleet-search" type="search" value={c.q} onInput={change('q')}
+          placeholder="hall B, logger, 1.2.3.4" autocapitalize="none" spellcheck={false} />
+      </div>
+      <div class="control">
+        <label for="fleet-show">Show</label>
+        <select id="fleet-show" value={c.show} onChange={change('show')}>
+          {Object.entries(SHOW).map(([k, text]) => <option value={k} key={k}>{text}</option>)}
+        </select>
+      </div>
+      <div class="control">
+        <label for="fleet-tag">Tag</label>
+        <select id="fleet-tag" value={c.tag} onChange={change('tag')}>
+          <option value="">any tag</option>
+          {[...new Set([...tags, ...(c.tag ? [c.tag] : [])])].map((t) => <option value={t} key={t}>{t}</option>)}
+        </select>
+      </div>
+      <div class="control">
+        <label for="fleet-sort">Sort by</label>
+        <select id="fleet-sort" value={c.sort} onChange={change('sort')}>
+          {Object.entries(SORT).map(([k, text]) => <option value={k} key={k}>{text}</option>)}
+        </select>
+      </div>
+    </form>
+  );
+}
+
+function Scripts({list}) {
+  if (!list.length) {
+    return <span class="muted">none</span>;
+  }
+  return (
+    <ul class="scripts">
+      {list.map((w, i) => (
+        <li key={String(w.doc_id || i)} data-script={String(w.doc_id || '')}>
+          <span class={'badge tone-' + (isFailing(w) ? 'bad' : stateTone(w.state))}>{String(w.state || '?')}</span>
+          {' '}{String(w.name || w.doc_id || '?')}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+export function Fleet({store, now, route}) {
+  const c = choices(route && route.query);
+  const fleet = [...store.fleet().values()].map((e) => ({...e, name: deviceName(e.device, e.heartbeat)}));
   const counts = {fresh: 0, late: 0, silent: 0, none: 0};
-  const rows = fleet.map((entry) => {
-    const live = liveness(entry.heartbeat, now);
-    counts[live.state] += 1;
-    return {...entry, live};
-  });
+  for (const e of fleet) {
+    counts[liveness(e.heartbeat, now).state] += 1;
+  }
+  const rows = applyChoices(fleet, c, now);
+  const narrowed = c.q || c.show !== 'all' || c.tag;
 
   return (
     <div class="fleet-view">
@@ -102,7 +150,14 @@ export function Fleet({store, now}) {
         <p class="empty">No device has sent a heartbeat or has code in this database yet. Once an
           agent runs (<code>himbeerecouch run</code>) its device appears here by itself.</p>
       )}
+      {fleet.length > 0 && <FleetControls c={c} tags={allTags(fleet)} />}
       {fleet.length > 0 && (
+        <p class="shown" role="status" id="fleet-shown">
+          {narrowed ? `${rows.length} of ${fleet.length} devices shown` : `${rows.length} devices`}
+          {narrowed && <> · <a href="#/">show all</a></>}
+        </p>
+      )}
+      {rows.length > 0 && (
         <table class="fleet cards">
           <caption class="sr-only">Devices, their last heartbeat and their workers</caption>
           <thead>
@@ -113,19 +168,21 @@ export function Fleet({store, now}) {
               <th scope="col">Uptime</th>
               <th scope="col">Temperature</th>
               <th scope="col">Load</th>
-              <th scope="col">Workers</th>
+              <th scope="col">Scripts</th>
             </tr>
           </thead>
           <tbody>
-            {rows.map(({device, heartbeat: hb, live, code}) => {
+            {rows.map(({device, heartbeat: hb, live, code, name, tags, workers: list}) => {
               const problem = hb ? heartbeatProblem(hb) : null;
-              const list = workers(hb);
               const uptime = hb ? (hb.system_uptime ?? hb.uptime) : undefined;
               return (
                 <tr key={device} data-device={device} class={'alive-' + live.state}>
                   <th scope="row" data-label="Device">
-                    <a href={deviceHref(device)} class="device-link">{deviceName(device, hb)}</a>
+                    <a href={deviceHref(device)} class="device-link">{name}</a>
                     <span class="sub">{device}{macAddress(device) ? ' · ' + macAddress(device) : ''}</span>
+                    {tags.length > 0 && (
+                      <span class="tags">{tags.map((t) => <span class="tag" key={t}>{t}</span>)}</span>
+                    )}
                   </th>
                   <td data-label="Alive">
                     <AliveBadge live={live} />
@@ -135,8 +192,8 @@ export function Fleet({store, now}) {
                   <td data-label="Uptime">{duration(uptime)}</td>
                   <td data-label="Temperature">{number(hb && hb.cpu_temperature, 1, ' °C')}</td>
                   <td data-label="Load">{loadText(hb && hb.load)}</td>
-                  <td data-label="Workers">
-                    {hb ? <WorkerCounts list={list} />
+                  <td data-label="Scripts">
+                    {hb ? <><WorkerCounts list={list} /><Scripts list={list} /></>
                       : <span class="muted">{code} code document{code === 1 ? '' : 's'} waiting</span>}
                   </td>
                 </tr>

@@ -18,11 +18,16 @@ export function useNow(couch, period = 1000) {
 }
 
 // The hash route: "#/", "#/device/<MacID>", "#/device/<MacID>/code/<id>",
-// "#/device/<MacID>/new".
+// "#/device/<MacID>/new"; each may end in "?key=value&..." (route.query: the
+// view's choices, such as the fleet list's search, so that a link shows them).
 export function parseRoute(hash) {
-  const parts = String(hash || '').replace(/^#\/?/, '').split('/').filter((p) => p !== '');
+  const text = String(hash || '');
+  const mark = text.indexOf('?');
+  const query = Object.fromEntries(new URLSearchParams(mark === -1 ? '' : text.slice(mark + 1)));
+  const path = mark === -1 ? text : text.slice(0, mark);
+  const parts = path.replace(/^#\/?/, '').split('/').filter((p) => p !== '');
   if (parts[0] === 'device' && parts[1]) {
-    const route = {view: 'device', device: decodeURIComponent(parts[1])};
+    const route = {view: 'device', device: decodeURIComponent(parts[1]), query};
     if (parts[2] === 'code' && parts[3]) {
       route.edit = decodeURIComponent(parts.slice(3).join('/'));
     } else if (parts[2] === 'new') {
@@ -31,7 +36,27 @@ export function parseRoute(hash) {
     }
     return route;
   }
-  return {view: 'fleet'};
+  return {view: 'fleet', query};
+}
+
+// "#/path?k=v": the choices that differ from their defaults (empty ones left out).
+export function withQuery(path, query) {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) {
+    if (v !== undefined && v !== null && v !== '') {
+      params.set(k, v);
+    }
+  }
+  const text = params.toString();
+  return text ? path + '?' + text : path;
+}
+
+// Change the current view's choices in the URL (its path stays), without a
+// new history entry per keystroke.
+export function setQuery(query) {
+  const hash = location.hash || '#/';
+  const mark = hash.indexOf('?');
+  navigate(withQuery(mark === -1 ? hash : hash.slice(0, mark), query), true);
 }
 
 export function deviceHref(device) {

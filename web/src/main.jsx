@@ -194,7 +194,7 @@ function App({couch, store}) {
       <main id="main" ref={main} tabindex="-1" inert={auth.expired}>
         {route.view === 'device'
           ? <Device store={store} couch={couch} user={auth.name} route={route} now={now} />
-          : <Fleet store={store} now={now} />}
+          : <Fleet store={store} now={now} route={route} />}
       </main>
       {auth.expired && (
         <div class="modal-backdrop">

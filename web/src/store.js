@@ -18,6 +18,8 @@ const FEED_CLIENT_TIMEOUT = 60000; // ms: a long poll is closed and reopened aft
 const RETRY_FIRST = 1000;
 const RETRY_MAX = 15000;
 const RECENT_COMMANDS = 20;
+// Every change but the devices' history and log archives (large; read on demand).
+const PAGE_FILTER = 'page';
 
 function latestCommands(device, count) {
   return {startkey: [device, 'cmd', {}], endkey: [device, 'cmd'], descending: true, limit: count,
@@ -91,6 +93,9 @@ export class Store {
     for (const row of rows.rows || []) {
       const c = classifyRow(row);
       if (c) {
+        if (c.kind === 'code') {
+          c.tags = tagsOf(row.value);
+        }
         this.index.set(row.id, c);
       }
     }
@@ -160,6 +165,7 @@ export class Store {
         try {
           const r = await this.couch.changes({
             feed: 'longpoll', since: this.seq, include_docs: true,
+            filter: this.couch.loc.design.replace(/^_design\//, '') + '/' + PAGE_FILTER,
             heartbeat: FEED_HEARTBEAT, timeout: FEED_CLIENT_TIMEOUT - 5000,
           }, abort.signal);
           for (const change of r.results || []) {
@@ -209,6 +215,9 @@ export class Store {
     const old = this.docs.get(doc._id);
     if (old && revNumber(old._rev) > revNumber(doc._rev)) {
       return;           // an older revision (a load racing the feed)
+    }
+    if (c.kind === 'code') {
+      c.tags = tagsOf(doc);
     }
     this.docs.set(doc._id, doc);
     this.index.set(doc._id, c);
@@ -326,12 +335,12 @@ export class Store {
     return this.docs.get(device + '_heartbeat') || null;
   }
 
-  // Every device the page knows of: MacID -> {heartbeat, code: count}.
+  // Every device the page knows of: MacID -> {heartbeat, code: count, tags}.
   fleet() {
     const devices = new Map();
     const entry = (d) => {
       if (!devices.has(d)) {
-        devices.set(d, {device: d, heartbeat: null, code: 0});
+        devices.set(d, {device: d, heartbeat: null, code: 0, tags: []});
       }
       return devices.get(d);
     };
@@ -344,10 +353,21 @@ export class Store {
         e.heartbeat = this.docs.get(id) || null;
       } else if (c.kind === 'code') {
         e.code += 1;
+        for (const tag of c.tags || []) {
+          if (!e.tags.includes(tag)) {
+            e.tags.push(tag);
+          }
+        }
       }
     }
     return devices;
   }
+}
+
+// The tags of a code document (or of its row's value): a list of strings.
+function tagsOf(doc) {
+  const tags = doc && Array.isArray(doc.tags) ? doc.tags : [];
+  return tags.filter((t) => typeof t === 'string' && t.trim()).map((t) => t.trim());
 }
 
 function revNumber(rev) {

@@ -18,7 +18,7 @@ export function classify(doc) {
     return {kind: 'heartbeat', device: id.replace(/_heartbeat$/, '')};
   }
   if (typeof t === 'string') {
-    m = /^(\d+)_(cmd|log)$/.exec(t);
+    m = /^(\d+)_(cmd|log|history|logarchive)$/.exec(t);
     if (m) {
       return {kind: m[2], device: m[1]};
     }

@@ -10,6 +10,9 @@
 // the test server runs them in strict mode.
 var RFC1123 = /^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/;
 
+// What only a device writes (an operator may delete it).
+var DEVICE_KINDS = ['heartbeat', 'log', 'history', 'logarchive'];
+
 function fail(reason) {
   throw({forbidden: reason});
 }
@@ -89,6 +92,11 @@ function deviceMayWrite(newDoc, oldDoc, name, creating, deleting) {
   if (newDoc.type === name + '_log' && id.indexOf(name + '_log_') === 0) {
     return null;
   }
+  // Its bounded history and log archive (rings overwritten in place).
+  if ((newDoc.type === name + '_history' && id.indexOf(name + '_history_') === 0) ||
+      (newDoc.type === name + '_logarchive' && id.indexOf(name + '_logarchive_') === 0)) {
+    return null;
+  }
   if (newDoc.type === name + '_cmd') {
     if (creating) {
       return 'a device may not create commands';
@@ -102,7 +110,8 @@ function deviceMayWrite(newDoc, oldDoc, name, creating, deleting) {
     return null;
   }
   return 'device ' + name + ' may write only its own heartbeat (' + name +
-         '_heartbeat), its own logs (' + name + '_log_*) and the results of its own commands';
+         '_heartbeat), its own logs (' + name + '_log_*), history (' + name +
+         '_history_*) and log archive (' + name + '_logarchive_*) and the results of its own commands';
 }
 
 function operatorMayWrite(subject, oldKind, deleting) {
@@ -110,8 +119,8 @@ function operatorMayWrite(subject, oldKind, deleting) {
   if (deleting) {
     return null;
   }
-  if (kind === 'heartbeat' || kind === 'log' || oldKind === 'heartbeat' || oldKind === 'log') {
-    return 'heartbeat and log documents are written by the devices only';
+  if (DEVICE_KINDS.indexOf(kind) !== -1 || DEVICE_KINDS.indexOf(oldKind) !== -1) {
+    return 'heartbeat, log, history and log archive documents are written by the devices only';
   }
   return null;
 }
