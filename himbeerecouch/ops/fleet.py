@@ -121,9 +121,10 @@ def cancel_action(command):
     return Cancel
 
 
-EXEC_USAGE = ("himbeerecouch exec [-h] ADMIN_URL --device MACID [--database NAME] [--timeout S] "
-              "[--wait S] -- PROG [ARG ...]\n"
-              "       himbeerecouch exec [-h] ADMIN_URL [--database NAME] --cancel ID")
+EXEC_USAGE = ("himbeerecouch exec [-h] ADMIN_URL --device MACID [--database NAME] "
+              "[--ca-file PATH] [--timeout S] [--wait S] -- PROG [ARG ...]\n"
+              "       himbeerecouch exec [-h] ADMIN_URL [--database NAME] [--ca-file PATH] "
+              "--cancel ID")
 
 
 # ---------------------------------------------------------------- push
