@@ -62,3 +62,109 @@ def test_group_document_runs_exactly_on_tagged_devices_and_follows_tags(db, make
     assert agents[a.macid].worker("own").pid == own
     assert pid_a != agents[b.macid].worker("grp").pid
     assert agents[c.macid].worker("grp") is None
+
+
+def test_crash_looping_revision_rolls_back_to_the_last_healthy_one(db, device, start_agent):
+    rollback = {"failures": 3, "within": 600, "healthy_for": 1}
+    good = put_doc(db.admin, "own", type=device.macid, name="sensor", code=loop_code("v1"),
+                   rollback=rollback)
+    agent = start_agent(device, args=FAST)
+    entry = wait_entry(db, device, "own", healthy=True)
+    assert entry["rev"] == good["_rev"]
+    bad = put_doc(db.admin, "own", type=device.macid, name="sensor", code=crash_code("v2"),
+                  rollback=rollback)
+    entry = wait_entry(db, device, "own", rolled_back_from=bad["_rev"], state="running")
+    # The revision running is the healthy one, and the heartbeat says why.
+    assert entry["rev"] == good["_rev"]
+    assert "broken v2" in entry["rolled_back_error"] and "broken v2" in entry["error"]
+    assert len(agent.find_lines(r"\[sensor\] v2$")) == 3
+    agent.wait_line(r"rolling back to rev %s" % good["_rev"])
+    agent.wait_line(r"\[sensor\] v1 started", count=2)
+    # A new revision clears it.
+    fixed = put_doc(db.admin, "own", type=device.macid, name="sensor", code=loop_code("v3"),
+                    rollback=rollback)
+    entry = wait_entry(db, device, "own", rev=fixed["_rev"], state="running")
+    assert "rolled_back_from" not in entry
+
+
+def test_rollback_false_keeps_restarting_the_new_revision(db, device, start_agent):
+    put_doc(db.admin, "own", type=device.macid, name="sensor", code=loop_code("v1"),
+            rollback={"healthy_for": 1})
+    agent = start_agent(device, args=FAST)
+    wait_entry(db, device, "own", healthy=True)
+    bad = put_doc(db.admin, "own", type=device.macid, name="sensor", code=crash_code("v2"),
+                  rollback=False)
+    agent.wait_line(r"\[sensor\] v2$", count=3)
+    entry = wait_entry(db, device, "own", rev=bad["_rev"])
+    assert "rolled_back_from" not in entry and not agent.find_lines("rolling back")
+
+
+def group_fleet(db, make_device, start_agent, names=("canary", "b", "c")):
+    """Three tagged devices running revision v1 of group document ``grp``."""
+    devices = [make_device() for _ in names]
+    for d, name in zip(devices, names):
+        set_device(db, d, name=name, tags=["lab"])
+    v1 = put_doc(db.admin, "grp", type="tag:lab", name="logger", code=loop_code("v1"),
+                 rollback={"healthy_for": 1})
+    agents = [start_agent(d, args=FAST) for d in devices]
+    for d in devices:
+        wait_entry(db, d, "grp", rev=v1["_rev"], state="running")
+    return devices, agents, v1
+
+
+def push_v2(db, canary, code, healthy_for=2):
+    return put_doc(db.admin, "grp", type="tag:lab", name="logger", code=code,
+                   rollout={"canary": [str(canary.macid)], "healthy_for": healthy_for},
+                   rollback={"failures": 2, "within": 600})
+
+
+def test_rollout_spreads_after_the_canaries_healthy_time(db, make_device, start_agent):
+    (canary, b, c), agents, v1 = group_fleet(db, make_device, start_agent)
+    agents[2].stop()            # c is offline during the rollout
+    v2 = push_v2(db, canary, loop_code("v2"), healthy_for=3)
+    wait_entry(db, canary, "grp", rev=v2["_rev"], state="running")
+    # The others wait for the canary, on the revision they had.
+    hb = wait_for(lambda: (db.admin.get("%d_heartbeat" % b.macid) or {}).get("rollouts", {})
+                  .get("grp"), message="b says it waits")
+    assert hb["state"] == "waiting" and hb["target_rev"] == v2["_rev"]
+    assert heartbeat_entry(db, b, "grp")["rev"] == v1["_rev"]
+    wait_entry(db, canary, "grp", healthy=True)
+    wait_entry(db, b, "grp", rev=v2["_rev"], state="running")
+    agents[1].wait_line(r"\[logger\] v2 started")
+    # c comes back and catches up with the revision the canary proved.
+    agents.append(start_agent(c, args=FAST, state_dir=agents[2].state_dir))
+    wait_entry(db, c, "grp", rev=v2["_rev"], state="running")
+
+
+def test_rollout_halts_when_a_canary_crash_loops(db, make_device, start_agent):
+    (canary, b, c), agents, v1 = group_fleet(db, make_device, start_agent)
+    wait_entry(db, canary, "grp", healthy=True)     # v1 is the canary's healthy revision
+    v2 = push_v2(db, canary, crash_code("v2"))
+    entry = wait_entry(db, canary, "grp", rolled_back_from=v2["_rev"], state="running")
+    assert entry["rev"] == v1["_rev"]
+    for d in (b, c):
+        rollout = wait_for(lambda: ((db.admin.get("%d_heartbeat" % d.macid) or {})
+                                    .get("rollouts", {}).get("grp") or {}).get("state")
+                           == "halted", message="halted on %d" % d.macid)
+        assert rollout
+        assert heartbeat_entry(db, d, "grp")["rev"] == v1["_rev"]
+    for agent in agents[1:]:
+        assert not agent.find_lines(r"\[logger\] v2")
+
+
+def test_device_restarted_mid_rollout_comes_back_on_its_old_revision(db, make_device,
+                                                                     start_agent):
+    (canary, b), agents, v1 = group_fleet(db, make_device, start_agent, names=("canary", "b"))
+    v2 = push_v2(db, canary, loop_code("v2"), healthy_for=600)
+    wait_entry(db, canary, "grp", rev=v2["_rev"], state="running")
+    agents[1].stop()
+    # A reboot with the server reachable ...
+    again = start_agent(b, args=FAST, state_dir=agents[1].state_dir)
+    again.wait_line(r"\[logger\] v1 started")
+    wait_entry(db, b, "grp", rev=v1["_rev"], state="running")
+    again.stop()
+    # ... and one while the server cannot be reached: the kept source runs.
+    offline = start_agent(b, args=FAST, state_dir=agents[1].state_dir,
+                          url="http://127.0.0.1:9")
+    offline.wait_line(r"\[logger\] v1 started", timeout=30)
+    assert not again.find_lines(r"\[logger\] v2") and not offline.find_lines(r"\[logger\] v2")

@@ -370,8 +370,11 @@ class Supervisor:
                     self._warned.clear()    # bounded: at worst a warning is said again
                 self._warned.add(key)
                 log.warning("document %s: %s", doc_id, text, extra={"doc_id": doc_id})
+        rollouts = self.revisions.rollouts
         self.effective, watch = self.revisions.choose(self.docs, self.tags,
                                                       self.canary_heartbeats)
+        if self.revisions.rollouts != rollouts:
+            self._report = True     # the heartbeat says how its rollouts stand
         self.canaries.watch(watch)
         if self.revisions.dirty:
             self._schedule_cache()
