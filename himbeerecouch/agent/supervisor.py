@@ -162,7 +162,7 @@ class Supervisor:
         self._cache_path = cache.cache_path(self.config.state_dir, self.macid)
         self._cached = cache.load(self._cache_path, self.macid, self.config.database)
         # The tags it had: the first feed already passes the groups' documents.
-        self.tags = device_tags((self._cached or {}).get(device_doc_id(self.macid)))
+        self.tags = tuple(device_tags((self._cached or {}).get(device_doc_id(self.macid))))
         self.deadlines["offline"] = time.monotonic() + OFFLINE_GRACE
         self._start_feed()
         log.info("supervisor of device %d started (pid %d)", self.macid, os.getpid())
@@ -296,8 +296,8 @@ class Supervisor:
                 self.commands.offer(doc)
         self.synced = True
         self.deadlines.pop("offline", None)
-        log.info("%d document(s) for this device", len(self.docs))
         self._recompute()
+        log.info("%d code document(s) for this device", len(self.effective))
         self._schedule_cache()
         self._follow_tags()
 
