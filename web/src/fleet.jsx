@@ -3,7 +3,7 @@ import {
   duration, heartbeatProblem, liveness, loadText, macAddress, number, parseMacId, stateTone,
   workerCounts,
 } from './model.js';
-import {deviceHref, navigate, setQuery} from './hooks.js';
+import {deviceHref, groupHref, navigate, setQuery} from './hooks.js';
 import {SHOW, SORT, allTags, applyChoices, choices, isFailing, toQuery} from './fleetlist.js';
 
 const ALIVE_TEXT = {fresh: 'fresh', late: 'late', silent: 'silent', none: 'no heartbeat yet'};
@@ -42,8 +42,9 @@ export function WorkerCounts({list}) {
   );
 }
 
-export function deviceName(device, hb) {
-  return (hb && typeof hb.hostname === 'string' && hb.hostname) || device;
+// The name of its device document, else its host name, else the MacID.
+export function deviceName(device, hb, label) {
+  return label || (hb && typeof hb.hostname === 'string' && hb.hostname) || device;
 }
 
 function OpenDevice() {
@@ -123,7 +124,8 @@ function Scripts({list}) {
 
 export function Fleet({store, now, route}) {
   const c = choices(route && route.query);
-  const fleet = [...store.fleet().values()].map((e) => ({...e, name: deviceName(e.device, e.heartbeat)}));
+  const fleet = [...store.fleet().values()].map((e) => ({...e, name: deviceName(e.device, e.heartbeat, e.label)}));
+  const groups = store.groups();
   const counts = {fresh: 0, late: 0, silent: 0, none: 0};
   for (const e of fleet) {
     counts[liveness(e.heartbeat, now).state] += 1;
@@ -156,6 +158,13 @@ export function Fleet({store, now, route}) {
           {narrowed ? `${rows.length} of ${fleet.length} devices shown` : `${rows.length} devices`}
           {narrowed && <> · <a href="#/">show all</a></>}
         </p>
+      )}
+      {groups.length > 0 && (
+        <nav class="groups" aria-label="Group code documents">
+          Groups: {groups.map((g) => (
+            <a key={g._id} href={groupHref(g._id)} class="group-link">{String(g.name || g._id)} <span class="tag">{String(g.type).slice(4)}</span></a>
+          ))}
+        </nav>
       )}
       {rows.length > 0 && (
         <table class="fleet cards">
