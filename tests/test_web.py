@@ -286,7 +286,8 @@ def test_edit_code_and_see_the_new_workers_log_line(site, db, device, start_agen
     name, password = site.operator()
     agent = start_agent(device)
     ctx, page = open_page(web, site, name, password, hash_path="#/device/%d" % device.macid)
-    expect(page.locator("h1"), str(device.macid))     # hostname once the heartbeat is in
+    # The title is the MacID until the heartbeat brings the host name: the facts say it.
+    expect(page.locator(".facts"), str(device.macid))
     expect(page.locator(".facts [data-alive]"), "fresh")
 
     # A new code document, created in the page.
