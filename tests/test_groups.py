@@ -4,6 +4,9 @@ Several real agents (one per MacID) against the real test server: operators'
 edits are plain saves as an admin; what the test looks at is what a user sees,
 the worker processes and the heartbeat documents.
 """
+import json
+
+from cli_helpers import run_cli
 from helpers import loop_code, put_doc, wait_for
 
 FAST = ["--heartbeat-interval", "1"]
@@ -136,7 +139,7 @@ def test_rollout_spreads_after_the_canaries_healthy_time(db, make_device, start_
     wait_entry(db, c, "grp", rev=v2["_rev"], state="running")
 
 
-def test_rollout_halts_when_a_canary_crash_loops(db, make_device, start_agent):
+def test_rollout_halts_when_a_canary_crash_loops(couch, db, make_device, start_agent):
     (canary, b, c), agents, v1 = group_fleet(db, make_device, start_agent)
     wait_entry(db, canary, "grp", healthy=True)     # v1 is the canary's healthy revision
     v2 = push_v2(db, canary, crash_code("v2"))
@@ -150,6 +153,14 @@ def test_rollout_halts_when_a_canary_crash_loops(db, make_device, start_agent):
         assert heartbeat_entry(db, d, "grp")["rev"] == v1["_rev"]
     for agent in agents[1:]:
         assert not agent.find_lines(r"\[logger\] v2")
+    # `rollout status` says so too, with the canary's failure.
+    result = run_cli("rollout", "status", couch.admin_url, "--database", db.name, "grp",
+                     "--json")
+    report = json.loads(result.stdout)
+    assert report["state"] == "halted", report
+    assert report["canaries"][str(canary.macid)].startswith("failed: RuntimeError: broken v2")
+    assert {r["macid"]: r["current"] for r in report["devices"]} == {
+        str(d.macid): False for d in (canary, b, c)}
 
 
 def test_device_restarted_mid_rollout_comes_back_on_its_old_revision(db, make_device,
