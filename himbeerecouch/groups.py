@@ -62,10 +62,12 @@ def source_digest(doc):
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
+def _bad_number(value):
+    return isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+
+
 def _number(value, default):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return default
-    return float(value)
+    return default if _bad_number(value) else float(value)
 
 
 def rollout_of(doc):
@@ -101,6 +103,44 @@ def healthy_for(doc):
     if rollout is not None:
         return rollout["healthy_for"]
     return _number(_rollback_settings(doc).get("healthy_for"), DEFAULT_HEALTHY_FOR)
+
+
+def settings_problems(doc):
+    """What is wrong with a document's ``rollout`` and ``rollback`` (texts; the
+    agent says them and uses the defaults instead)."""
+    problems = []
+    r = doc.get("rollout")
+    if r is not None:
+        if not isinstance(r, dict):
+            problems.append("'rollout' must be an object such as {\"canary\": [\"<MacID>\"], "
+                            "\"healthy_for\": 120}; ignored")
+        else:
+            canary = r.get("canary", [])
+            if not isinstance(canary, list) or not all(
+                    str(c).isdigit() and not isinstance(c, bool) for c in canary):
+                problems.append("rollout.canary must be a list of MacIDs")
+            if "healthy_for" in r and _bad_number(r["healthy_for"]):
+                problems.append("rollout.healthy_for must be a number of seconds; %g is used"
+                                % DEFAULT_HEALTHY_FOR)
+    r = doc.get("rollback")
+    if r is not None and r is not False:
+        if not isinstance(r, dict):
+            problems.append("'rollback' must be false or an object such as {\"failures\": 3, "
+                            "\"within\": 600}; the defaults are used")
+        else:
+            for key in ("failures", "within", "healthy_for"):
+                if key in r and _bad_number(r[key]):
+                    problems.append("rollback.%s must be a positive number; the default is used"
+                                    % key)
+    return problems
+
+
+def tags_problem(device_doc):
+    """Why the tags of a device document cannot all be used, or None."""
+    tags = (device_doc or {}).get("tags")
+    if tags is None or (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        return None
+    return "'tags' must be a list of strings; only its strings are used"
 
 
 def canary_entry(heartbeat, doc_id):

@@ -179,3 +179,17 @@ def test_device_restarted_mid_rollout_comes_back_on_its_old_revision(db, make_de
                           url="http://127.0.0.1:9")
     offline.wait_line(r"\[logger\] v1 started", timeout=30)
     assert not again.find_lines(r"\[logger\] v2") and not offline.find_lines(r"\[logger\] v2")
+
+
+def test_bad_tags_and_rollout_settings_are_said_and_nothing_dies(db, device, start_agent):
+    set_device(db, device, tags="lab")
+    put_doc(db.admin, "grp", type="tag:lab", name="logger", code=loop_code("grp"),
+            rollout="soon", rollback={"failures": "three"})
+    agent = start_agent(device, args=FAST)
+    agent.wait_line(r"document %d_device: 'tags' must be a list of strings" % device.macid)
+    assert agent.worker("grp") is None
+    set_device(db, device, tags=["lab"])
+    agent.wait_worker("grp")
+    agent.wait_line(r"document grp: 'rollout' must be an object")
+    agent.wait_line(r"document grp: rollback.failures must be a positive number")
+    assert agent.proc.poll() is None

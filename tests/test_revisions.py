@@ -68,3 +68,22 @@ def test_rollback_after_repeated_failures_until_a_new_revision(tmp_path):
     assert "rolled_back_from" not in store.worker_report(fixed)
     off = dict(bad, _rev="4-d", code="bad again", rollback=False)
     assert not any(store.failed(off, "boom", now=300.0 + i) for i in range(5))
+
+
+def test_bad_settings_are_named_and_the_defaults_used(tmp_path):
+    from himbeerecouch.groups import rollback_of, rollout_of, settings_problems, tags_problem
+    doc = group("1-a", "v1", rollout="soon", rollback={"failures": "three", "within": -1})
+    assert rollout_of(doc) is None
+    assert rollback_of(doc) == {"failures": 3, "within": 600.0}
+    problems = settings_problems(doc)
+    assert any("'rollout' must be an object" in p for p in problems)
+    assert any("rollback.failures" in p for p in problems)
+    assert any("rollback.within" in p for p in problems)
+    assert settings_problems(group("1-a", "v1", rollout={"canary": "123"}))
+    assert not settings_problems(group("1-a", "v1", rollout={"canary": [123, "456"]},
+                                       rollback=False))
+    assert tags_problem({"tags": "lab"}) and tags_problem({"tags": ["lab", 3]})
+    assert tags_problem({"tags": ["lab"]}) is None and tags_problem(None) is None
+    # The store keeps deciding: a bad rollout runs the newest revision.
+    store = Revisions(str(tmp_path / "r.json"), ME)
+    assert store.choose({"grp": doc}, ["lab"], {})[0]["grp"] is doc

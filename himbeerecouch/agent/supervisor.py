@@ -21,7 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import config as configuration
 from ..documents import is_code_document, is_command_document, wanted_workers
-from ..groups import device_doc_id, device_tags, group_tag, healthy_for, source_digest
+from ..groups import (device_doc_id, device_tags, group_tag, healthy_for, settings_problems,
+                      source_digest, tags_problem)
 from ..sandbox.guardian import start_guardian
 from ..sandbox.modules import BadModule
 from . import cache
@@ -378,6 +379,12 @@ class Supervisor:
         self.canaries.watch(watch)
         if self.revisions.dirty:
             self._schedule_cache()
+        for doc_id, doc in self.effective.items():
+            for text in settings_problems(doc):
+                warn(doc_id, text)
+        problem = tags_problem(self.docs.get(device_doc_id(self.macid)))
+        if problem:
+            warn(device_doc_id(self.macid), problem)
         self.wanted = wanted_workers(self.effective, self.config.default_limits, warn)
         self.dirty = True
 
