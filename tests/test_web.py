@@ -598,4 +598,10 @@ def test_names_tags_a_groups_page_and_a_rolled_back_worker(site, db, device, mak
     expect(page.locator("h1"), "magnetometer-1")
     expect(page.locator(".workers .rolled-back"), "sensor gone")
     screenshot(page, "device-rolled-back")
+    # A device opens by its name too.
+    page.goto(site.url + "#/")
+    page.locator("#open-device").fill("magnetometer-2")
+    page.locator("#open-device").press("Enter")
+    expect(page.locator("h1"), "magnetometer-2")
+    expect(page.locator(".facts"), str(other.macid))
     assert_only_origin(ctx)

@@ -47,14 +47,17 @@ export function deviceName(device, hb, label) {
   return label || (hb && typeof hb.hostname === 'string' && hb.hostname) || device;
 }
 
-function OpenDevice() {
+// `fleet`: the devices, whose names (from their device documents) open them too.
+function OpenDevice({fleet}) {
   const [text, setText] = useState('');
   const [error, setError] = useState('');
   const submit = (e) => {
     e.preventDefault();
-    const macid = parseMacId(text);
+    const named = fleet.filter((d) => d.label && d.label === text.trim());
+    const macid = parseMacId(text) ?? (named.length === 1 ? named[0].device : null);
     if (macid === null) {
-      setError('Give a MacID (decimal digits) or a MAC address such as b8:27:eb:12:34:56.');
+      setError(named.length > 1 ? `${named.length} devices are named ${text.trim()}: give its MacID.`
+        : 'Give a device name, a MacID (decimal digits) or a MAC address such as b8:27:eb:12:34:56.');
       return;
     }
     setError('');
@@ -62,7 +65,7 @@ function OpenDevice() {
   };
   return (
     <form class="open-device" onSubmit={submit}>
-      <label for="open-device">Open a device by MacID or MAC address</label>
+      <label for="open-device">Open a device by name, MacID or MAC address</label>
       <div class="row">
         <input id="open-device" value={text} onInput={(e) => setText(e.currentTarget.value)}
           placeholder="b8:27:eb:12:34:56" autocapitalize="none" spellcheck={false}
@@ -144,7 +147,7 @@ export function Fleet({store, now, route}) {
             : 'Loading…'}
         </p>
       </div>
-      <OpenDevice />
+      <OpenDevice fleet={fleet} />
       {store.loadError && !store.loaded && (
         <p class="error-box" role="alert">Could not load the fleet: {store.loadError.message}</p>
       )}
