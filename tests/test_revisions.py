@@ -87,3 +87,14 @@ def test_bad_settings_are_named_and_the_defaults_used(tmp_path):
     # The store keeps deciding: a bad rollout runs the newest revision.
     store = Revisions(str(tmp_path / "r.json"), ME)
     assert store.choose({"grp": doc}, ["lab"], {})[0]["grp"] is doc
+
+
+def test_nothing_kept_is_forgotten_before_the_server_answered(tmp_path):
+    store = Revisions(str(tmp_path / "r.json"), ME)
+    v1 = group("1-a", "v1")
+    store.choose({"grp": v1}, ["lab"], {})
+    store.ran_healthy(v1)
+    store.choose({}, ["lab"], {}, complete=False)      # e.g. a reload before the first list
+    assert store.kept["chosen"]["grp"] is v1 and store.kept["healthy"]["grp"] is v1
+    store.choose({}, ["lab"], {})                       # the server's list: it is gone
+    assert not store.kept["chosen"] and not store.kept["healthy"]

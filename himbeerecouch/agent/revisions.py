@@ -81,12 +81,14 @@ class Revisions:
             self.dirty = True
 
     # ------------------------------------------------------------ deciding
-    def choose(self, docs, tags, heartbeats):
+    def choose(self, docs, tags, heartbeats, complete=True):
         """``({doc_id: doc to run}, {canary MacIDs to watch})``.
 
         ``docs`` are the newest documents the device knows (its own code
         documents, the group documents of its ``tags``, its device document);
-        ``heartbeats`` the canaries' heartbeats last read.
+        ``heartbeats`` the canaries' heartbeats last read.  When ``docs`` is
+        ``complete`` (the server's list, not a guess before it answered), what
+        is kept of documents no longer among them is forgotten.
         """
         run, watch = {}, set()
         self.rollouts = {}
@@ -100,7 +102,7 @@ class Revisions:
             chosen = self._rolled_back(doc_id, chosen)
             if chosen is not None:
                 run[doc_id] = chosen
-        for kind in ("chosen", "bad", "halted"):
+        for kind in KINDS if complete else ():
             for doc_id in list(self.kept[kind]):
                 if doc_id not in docs:
                     self._set(kind, doc_id, None)     # the document is gone

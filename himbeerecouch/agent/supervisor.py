@@ -373,7 +373,7 @@ class Supervisor:
                 log.warning("document %s: %s", doc_id, text, extra={"doc_id": doc_id})
         rollouts = self.revisions.rollouts
         self.effective, watch = self.revisions.choose(self.docs, self.tags,
-                                                      self.canary_heartbeats)
+                                                      self.canary_heartbeats, self.synced)
         if self.revisions.rollouts != rollouts:
             self._report = True     # the heartbeat says how its rollouts stand
         self.canaries.watch(watch)
