@@ -193,3 +193,16 @@ def test_bad_tags_and_rollout_settings_are_said_and_nothing_dies(db, device, sta
     agent.wait_line(r"document grp: 'rollout' must be an object")
     agent.wait_line(r"document grp: rollback.failures must be a positive number")
     assert agent.proc.poll() is None
+
+
+def test_a_revision_that_cannot_run_rolls_back_at_once(db, device, start_agent):
+    rollback = {"healthy_for": 1}
+    good = put_doc(db.admin, "own", type=device.macid, name="sensor", code=loop_code("v1"),
+                   rollback=rollback)
+    agent = start_agent(device, args=FAST)
+    wait_entry(db, device, "own", healthy=True)
+    bad = put_doc(db.admin, "own", type=device.macid, name="sensor",
+                  code="def main(:\n    pass\n", rollback=rollback)
+    entry = wait_entry(db, device, "own", rolled_back_from=bad["_rev"], state="running")
+    assert entry["rev"] == good["_rev"] and "SyntaxError" in entry["rolled_back_error"]
+    agent.wait_line(r"\[sensor\] v1 started", count=2)

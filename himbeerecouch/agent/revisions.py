@@ -159,8 +159,11 @@ class Revisions:
         """``doc`` ran its healthy time without failing: a revision to roll back to."""
         self._set("healthy", doc["_id"], doc)
 
-    def failed(self, doc, error, now=None):
-        """A worker of ``doc`` failed; True when the device must roll it back."""
+    def failed(self, doc, error, fatal=False, now=None):
+        """A worker of ``doc`` failed; True when the device must roll it back:
+        after ``rollback.failures`` failures within ``rollback.within`` seconds,
+        or at once when the revision cannot run at all (``fatal``: it would
+        never fail again, only stay down)."""
         now = time.monotonic() if now is None else now
         doc_id, digest = doc["_id"], source_digest(doc)
         seen, times = self.failures.get(doc_id, (None, []))
@@ -173,7 +176,7 @@ class Revisions:
         if rule is None or healthy is None or source_digest(healthy) == digest:
             return False
         recent = [t for t in times if now - t <= rule["within"]]
-        if len(recent) < rule["failures"]:
+        if len(recent) < rule["failures"] and not fatal:
             return False
         log.error("%s: rev %s failed %d times within %.0f s: rolling back to rev %s",
                   doc_id, doc.get("_rev"), len(recent), rule["within"], healthy.get("_rev"),

@@ -421,6 +421,9 @@ class Supervisor:
 
     def _launch(self, w, why):
         w.next_start = None
+        doc = self.effective.get(w.doc_id)
+        w.doc = doc if doc is not None and source_digest(doc) == w.spec.digest else None
+        w.healthy, w.healthy_at = False, None
         if w.spec.error:
             w.last_error = None     # the spec's error is the one shown
             self._refuse(w, w.spec.error)
@@ -429,9 +432,6 @@ class Supervisor:
             w.restarts += 1
         w.transition(State.STARTING, why)
         w.last_error = w.last_traceback = None
-        doc = self.effective.get(w.doc_id)
-        w.doc = doc if doc is not None and source_digest(doc) == w.spec.digest else None
-        w.healthy, w.healthy_at = False, None
         w.started_at, w.started_mono, w.running_since = time.time(), time.monotonic(), None
         try:
             self.launcher.start(w)
@@ -451,6 +451,13 @@ class Supervisor:
         log.error("cannot run document %s: %s", w.doc_id, error, extra={"doc_id": w.doc_id})
         w.transition(State.FATAL, "bad document")
         self._changed(w)
+        self._failed(w, error, fatal=True)
+
+    def _failed(self, w, error, fatal=False):
+        """Count a failure of ``w``'s revision; roll it back when it is time."""
+        if w.doc is not None and not w.pending_spec and self.revisions.failed(
+                w.doc, error, fatal=fatal):
+            self._recompute()       # the last healthy revision; reconcile starts it
 
     def _retire(self, w, why):
         """Stop ``w`` for good or for a restart; forget it when ``removing``."""
@@ -601,9 +608,7 @@ class Supervisor:
                       ": %s" % w.last_error if w.last_error else "", extra={"doc_id": w.doc_id})
             if w.last_error is None:
                 w.last_error = describe_exit(code)
-            if w.doc is not None and not w.pending_spec and self.revisions.failed(
-                    w.doc, w.last_error):
-                self._recompute()       # the last healthy revision; reconcile starts it
+            self._failed(w, w.last_error, fatal=nxt == State.FATAL)
         if leftovers:
             # Even after a clean exit: what it left running was killed, say so.
             note = "ended %d process(es) it left behind" % len(leftovers)
