@@ -7,7 +7,8 @@ parsed just enough to find where each request starts (request line and
 headers, then a ``Content-Length`` or chunked body), and each request is
 counted under a kind taken from its path: ``heartbeat`` (the
 ``<MacID>_heartbeat`` document, also through an update handler), ``feed``
-(``_changes``), ``log``, ``command`` or ``other``.  Only 127.0.0.1.
+(``_changes``), ``all_docs`` (a device reading the canaries' heartbeats while a
+rollout waits), ``log``, ``command`` or ``other``.  Only 127.0.0.1.
 """
 import collections
 import socket
@@ -23,6 +24,8 @@ def kind_of(method, path):
         return "heartbeat"
     if path.endswith("/_changes"):
         return "feed"
+    if path.endswith("/_all_docs"):
+        return "all_docs"       # the canaries' heartbeats, read during a rollout
     if "_log_" in path:
         return "log"
     if "bench-cmd" in path:

@@ -42,10 +42,27 @@ def macid(text):
     return value
 
 
+class DeviceName(str):
+    """A device given by the name of its device document: the tools look it up."""
+
+
+def device_reference(text):
+    """argparse type of the operator's ``--device``: a MacID, a MAC address, or
+    the name a device document gives a device (:class:`DeviceName`)."""
+    try:
+        return macid(text)
+    except argparse.ArgumentTypeError:
+        # Hex digits and separators only: a mistyped MacID or MAC address, not a name.
+        if re.fullmatch(r"[0-9a-fx:\-\s]*", text, re.IGNORECASE):
+            raise
+        return DeviceName(text.strip())
+
+
 def add_device_argument(p, **options):
     """``--device MACID`` of the operator's commands, required unless said otherwise."""
     options.setdefault("required", True)
-    p.add_argument("--device", type=macid, metavar="MACID", help=DEVICE_HELP, **options)
+    p.add_argument("--device", type=device_reference, metavar="MACID",
+                   help=DEVICE_HELP + ", or its name", **options)
 
 
 def add_identity_options(p):

@@ -3,7 +3,7 @@
 Each side registers its own sub-commands: the agent (``run``,
 ``credentials``) in :mod:`himbeerecouch.agent`, the operator's tools
 (``provision``, ``operator``, ``discover``, ``push``, ``exec``, ``status``,
-``logs``) in :mod:`himbeerecouch.ops`.  Nothing imports this module but the entry points
+``logs``, ``device``, ``rollout``) in :mod:`himbeerecouch.ops`.  Nothing imports this module but the entry points
 (``python -m himbeerecouch`` and the ``himbeerecouch`` script).
 """
 import argparse
@@ -16,7 +16,7 @@ from .errors import run_command
 
 def build_parser():
     from .agent import answer, main as agent_main
-    from .ops import discover, fleet, monitor, operators, provision
+    from .ops import deployments, discover, fleet, monitor, operators, provision
 
     parser = argparse.ArgumentParser(
         prog="himbeerecouch",
@@ -32,6 +32,7 @@ def build_parser():
     discover.add_parser(sub)
     fleet.add_parsers(sub)
     monitor.add_parsers(sub)
+    deployments.add_parsers(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .groups import source_digest
 from .sandbox.modules import BadModule, validate_module_name
 
 MAIN_MODULE = "main"
@@ -41,6 +42,7 @@ class WorkerSpec:
     limits: dict = field(default_factory=dict)
     error: str = None          # set when the document cannot run: the worker is FATAL
     warnings: list = field(default_factory=list)
+    digest: str = None         # names what the document runs (groups.source_digest)
 
     @property
     def fingerprint(self):
@@ -162,7 +164,7 @@ def worker_spec(doc, global_modules, default_limits):
     the supervisor can show the error where users look.
     """
     doc_id, rev = doc["_id"], doc.get("_rev", "")
-    spec = WorkerSpec(doc_id=doc_id, rev=rev, name=doc_id)
+    spec = WorkerSpec(doc_id=doc_id, rev=rev, name=doc_id, digest=source_digest(doc))
     try:
         spec.name = _name(doc)
         if doc.get("_unreadable"):      # set by the feed; CouchDB forbids such a field

@@ -370,3 +370,28 @@ def test_filters_and_views(couch, fleet, db):
     key = urllib.parse.quote(json.dumps([str(a), "code", "alpha"]))
     rows = http_request("GET", view + "by_device?key=" + key, auth=fleet.op.auth)[1]["rows"]
     assert [r["id"] for r in rows] == ["code-a"]
+
+
+def test_only_operators_write_device_and_group_documents(fleet):
+    """Issue 13: a device may not name or tag itself, nor write a group's code."""
+    a, b = fleet.a, fleet.b
+    device_doc = {"type": "device", "macid": a, "name": "magnetometer-3",
+                  "tags": ["magnetometer"]}
+    group = {"type": "tag:magnetometer", "name": "reader", "code": "def main(): pass\n"}
+    for dev, who in ((fleet.dev_a, str(a)), (fleet.dev_b, str(b))):
+        assert dev.put("%d_device" % a, dict(device_doc, created_by=who))[0] == 403
+        assert dev.put("%d_device" % b, dict(device_doc, macid=b, created_by=who))[0] == 403
+        assert dev.put("grp-%s" % who, dict(group, created_by=who))[0] == 403
+    # The lab's limited users write code for their own devices only: no groups.
+    assert fleet.lim.put("grp-lim", dict(group, created_by=fleet.lim_name))[0] == 403
+    assert fleet.op.put("grp", dict(group, created_by=fleet.op_name))[0] == 201
+    assert fleet.op.put("%d_device" % a, dict(device_doc, created_by=fleet.op_name))[0] == 201
+    assert fleet.dev_a.edit("%d_device" % a, tags=["everything"])[0] == 403
+    # A device document says which device it is, and holds tags as strings.
+    for bad in ({"macid": a}, {"macid": str(b)}, {"type": "devices"}, {"tags": "magnetometer"},
+                {"tags": [1]}, {"name": 3}):
+        status, body = fleet.op.put("%d_device" % b, dict(device_doc, macid=b,
+                                                          created_by=fleet.op_name) | bad)
+        assert status == 403, (bad, body)
+    assert fleet.op.put("%d_device" % b, dict(device_doc, macid=b,
+                                              created_by=fleet.op_name))[0] == 201

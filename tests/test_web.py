@@ -557,3 +557,51 @@ def test_commands_page_newest_first_and_a_queued_one_is_cancelled(site, db, devi
     screenshot(page, "commands-cancelled")
     assert_only_origin(ctx)
     assert_no_page_errors(ctx)
+
+
+def test_names_tags_a_groups_page_and_a_rolled_back_worker(site, db, device, make_device,
+                                                           start_agent, web):
+    """Issue 13: devices by the names of their device documents, filtered by
+    their tags; a group's page with its devices and its halted rollout; the
+    canary's rolled-back worker with the error that caused it."""
+    canary, other = device, make_device()
+    for d, name in ((canary, "magnetometer-1"), (other, "magnetometer-2")):
+        db.admin.save({"_id": "%d_device" % d.macid, "type": "device", "macid": d.macid,
+                       "name": name, "tags": ["magnetometer"], "created_by": "admin"})
+    group = {"_id": "grp", "type": "tag:magnetometer", "name": "field reader",
+             "code": loop_code("v1"), "rollback": {"failures": 2, "within": 600, "healthy_for": 1},
+             "created_by": "admin"}
+    db.admin.save(group)
+    agents = [start_agent(d, args=["--heartbeat-interval", "1"]) for d in (canary, other)]
+    for agent in agents:
+        agent.wait_line(r"\[field reader\] v1 started")
+    wait_for(lambda: any(w.get("healthy") for w in (db.admin.get("%d_heartbeat" % canary.macid)
+                                                     or {}).get("workers", [])),
+             message="v1 healthy on the canary")
+    group.update(code="def main():\n    raise RuntimeError('sensor gone')\n",
+                 rollout={"canary": [str(canary.macid)], "healthy_for": 1})
+    db.admin.save(group)
+    agents[0].wait_line(r"rolling back to rev")
+    name, password = site.operator()
+    ctx, page = open_page(web, site, name, password, hash_path="#/?tag=magnetometer")
+    expect(fleet_row(page, canary.macid), "magnetometer-1")
+    expect(fleet_row(page, other.macid), "magnetometer-2")
+    page.locator("a.group-link", has_text="field reader").click()
+    view = page.locator(".group-view")
+    expect(view.locator(".rollout-state"), "halted")
+    row = view.locator('tr[data-device="%d"]' % canary.macid)
+    expect(row, "canary")
+    expect(row.locator(".rolled-back"), "sensor gone")
+    expect(view.locator('tr[data-device="%d"]' % other.macid), "holding the new revision back: halted")
+    screenshot(page, "group-halted")
+    row.locator("a").first.click()
+    expect(page.locator("h1"), "magnetometer-1")
+    expect(page.locator(".workers .rolled-back"), "sensor gone")
+    screenshot(page, "device-rolled-back")
+    # A device opens by its name too.
+    page.goto(site.url + "#/")
+    page.locator("#open-device").fill("magnetometer-2")
+    page.locator("#open-device").press("Enter")
+    expect(page.locator("h1"), "magnetometer-2")
+    expect(page.locator(".facts"), str(other.macid))
+    assert_only_origin(ctx)

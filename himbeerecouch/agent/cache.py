@@ -22,11 +22,16 @@ def cache_path(state_dir, macid):
 def save(path, macid, database, docs):
     """Write ``docs``; returns False (and logs why) when it cannot."""
     data = {"version": VERSION, "macid": macid, "database": database, "docs": docs}
+    return write_json(path, data, "the document cache")
+
+
+def write_json(path, data, what):
+    """Replace the JSON file ``path`` atomically; False (and logs why) when it cannot."""
     folder = os.path.dirname(path) or "."
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".documents-", suffix=".tmp")
     except OSError as e:
-        log.error("cannot write the document cache in %s: %s", folder, e.strerror or e)
+        log.error("cannot write %s in %s: %s", what, folder, e.strerror or e)
         return False
     done = False
     try:
@@ -40,7 +45,7 @@ def save(path, macid, database, docs):
         return True
     except (OSError, ValueError, TypeError) as e:
         # TypeError: something in docs is not JSON (json.dump fails half-way).
-        log.error("cannot write the document cache %s: %s", path,
+        log.error("cannot write %s %s: %s", what, path,
                   getattr(e, "strerror", None) or e)
         return False
     finally:

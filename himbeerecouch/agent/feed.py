@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from .. import couch
 from ..documents import command_type, device_types
+from ..groups import device_doc_id, group_type
 
 log = logging.getLogger("himbeerecouch.feed")
 
@@ -56,21 +57,25 @@ class FeedDown:
     retry_in: float
 
 
-def device_selector(macid):
-    types = list(device_types(macid)) + [command_type(macid)]
-    return {"selector": {"$or": [{"type": {"$in": types}}, {"_deleted": True}]}}
+def device_selector(macid, tags=()):
+    """This device's code and commands, its device document, the group
+    documents of its ``tags``, and every deletion."""
+    types = list(device_types(macid)) + [command_type(macid)] + [group_type(t) for t in tags]
+    return {"selector": {"$or": [{"type": {"$in": types}}, {"_id": device_doc_id(macid)},
+                                 {"_deleted": True}]}}
 
 
 class Feed(threading.Thread):
     """The thread that follows the ``_changes`` feed of one database for one device."""
 
     def __init__(self, post, url, database, user, password, macid, heartbeat=5.0,
-                 ca_file=None):
+                 ca_file=None, tags=()):
         super().__init__(name="feed", daemon=True)
         self.post = post
         self.url, self.database = url, database
         self.user, self.password = user, password
         self.macid = macid
+        self.tags = tuple(tags)      # the selector passes the group documents of these
         self.heartbeat = heartbeat
         self.ca_file = ca_file
         self.seq = None
@@ -136,7 +141,7 @@ class Feed(threading.Thread):
         self._connected = False
         db = couch.open_database(self.url, self.database, self.user, self.password,
                                  ca_file=self.ca_file)
-        selector = device_selector(self.macid)
+        selector = device_selector(self.macid, self.tags)
         # The full list first, after every reconnection: whatever changed
         # while we were away is in it, deletions included.
         try:

@@ -21,15 +21,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .. import config as configuration
 from ..documents import is_code_document, is_command_document, wanted_workers
+from ..groups import (device_doc_id, device_tags, group_tag, healthy_for, settings_problems,
+                      source_digest, tags_problem)
 from ..sandbox.guardian import start_guardian
 from ..sandbox.modules import BadModule
 from . import cache
+from .canaries import CanaryReports, CanaryWatcher
 from .commands import Commands
 from .devicelock import DeviceLock
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
 from .printer import Message
 from .publisher import Publisher
+from .revisions import Revisions, revisions_path
 from .streams import WorkerStreams
 from .worker import ACTIVE, State, Worker, after_exit, backoff_delay, describe_exit
 
@@ -49,7 +53,13 @@ class Supervisor:
         self.macid = identity.macid
         self.printer = printer
         self.workers = {}            # doc id -> Worker
-        self.docs = {}               # doc id -> this device's code documents, as known
+        self.docs = {}               # doc id -> this device's documents, as known: code,
+                                     # its device document, the group documents of its tags
+        self.effective = {}          # doc id -> the revision it runs (revisions.py)
+        self.tags = ()               # from its device document
+        self.revisions = None
+        self.canaries = None         # reads canaries' heartbeats while a rollout waits
+        self.canary_heartbeats = {}
         self.wanted = {}             # doc id -> WorkerSpec
         self.synced = False          # docs came from the server (not the cache)
         self.quitting = False
@@ -117,7 +127,8 @@ class Supervisor:
             return
         self.feed = Feed(self.post, self.config.server, self.config.database,
                          self.identity.user, self.identity.password, self.macid,
-                         heartbeat=self.config.feed_heartbeat, ca_file=self.config.ca_file)
+                         heartbeat=self.config.feed_heartbeat, ca_file=self.config.ca_file,
+                         tags=self.tags)
         log.info("following %s on %s as user %s", self.config.database,
                  configuration.redact(self.config.server), self.identity.user)
         self.feed.start()
@@ -141,11 +152,18 @@ class Supervisor:
                                    self.config.interface, ca_file=self.config.ca_file)
         self.printer.subscribe(self.publisher.logbook.add)
         self.observers.append(self.publisher.history.observe)
+        self.revisions = Revisions(revisions_path(self.config.state_dir, self.macid), self.macid)
+        self.canaries = CanaryWatcher(self.post, self.config.server, self.config.database,
+                                      self.identity.user, self.identity.password,
+                                      self.config.heartbeat_interval, ca_file=self.config.ca_file)
         if self.config.server:
             self.publisher.start()
             self.commands.start()
+            self.canaries.start()
         self._cache_path = cache.cache_path(self.config.state_dir, self.macid)
         self._cached = cache.load(self._cache_path, self.macid, self.config.database)
+        # The tags it had: the first feed already passes the groups' documents.
+        self.tags = tuple(device_tags((self._cached or {}).get(device_doc_id(self.macid))))
         self.deadlines["offline"] = time.monotonic() + OFFLINE_GRACE
         self._start_feed()
         log.info("supervisor of device %d started (pid %d)", self.macid, os.getpid())
@@ -168,7 +186,7 @@ class Supervisor:
     def _next_deadline(self):
         times = list(self.deadlines.values())
         for w in self.workers.values():
-            for t in (w.next_start, w.stop_deadline):
+            for t in (w.next_start, w.stop_deadline, w.healthy_at):
                 if t is not None:
                     times.append(t)
         return min(times) if times else None
@@ -255,6 +273,10 @@ class Supervisor:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
+            if isinstance(event, CanaryReports):
+                self.canary_heartbeats = event.heartbeats
+                self._recompute()
+                continue
             if getattr(event, "feed", None) is not self.feed:
                 continue    # from a feed replaced after SIGHUP
             if isinstance(event, Snapshot):
@@ -269,22 +291,23 @@ class Supervisor:
             log.info("connected to the server again")
         self._feed_error = self._feed_said = None
         self._report = True
-        self.docs = {i: d for i, d in event.docs.items() if is_code_document(d, self.macid)}
+        self.docs = {i: d for i, d in event.docs.items() if self._mine(d)}
         for doc in event.docs.values():
             if is_command_document(doc, self.macid):
                 self.commands.offer(doc)
         self.synced = True
         self.deadlines.pop("offline", None)
-        log.info("%d code document(s) for this device", len(self.docs))
         self._recompute()
+        log.info("%d code document(s) for this device", len(self.effective))
         self._schedule_cache()
+        self._follow_tags()
 
     def _on_change(self, event):
         doc = event.doc
         if doc is not None and is_command_document(doc, self.macid):
             self.commands.offer(doc)
             return
-        if doc is not None and is_code_document(doc, self.macid):
+        if doc is not None and self._mine(doc):
             self.docs[event.doc_id] = doc
         elif event.doc_id in self.docs:
             del self.docs[event.doc_id]     # deleted, or addressed elsewhere now
@@ -292,6 +315,23 @@ class Supervisor:
             return
         self._recompute()
         self._schedule_cache()
+        self._follow_tags()
+
+    def _mine(self, doc):
+        """A document this device follows: its code, its device document, a group's."""
+        return (is_code_document(doc, self.macid) or doc.get("_id") == device_doc_id(self.macid)
+                or group_tag(doc) is not None)
+
+    def _follow_tags(self):
+        """When its device document's tags changed, follow the groups of the new
+        ones: a new feed, whose selector passes their documents."""
+        tags = tuple(device_tags(self.docs.get(device_doc_id(self.macid))))
+        if tags != self.tags:
+            log.info("tags of this device: %s", ", ".join(tags) or "none")
+            self.tags = tags
+            self._recompute()       # a removed tag's groups stop at once
+            if self.feed is not None:
+                self._start_feed()
 
     def _on_feed_down(self, event):
         # Said when the error or the backoff step changes: every step up to
@@ -316,6 +356,7 @@ class Supervisor:
                     len(self._cached))
         self.docs = dict(self._cached)
         self._recompute()
+        self._follow_tags()
 
     def _schedule_cache(self):
         self.deadlines.setdefault("cache", time.monotonic() + CACHE_DELAY)
@@ -330,7 +371,21 @@ class Supervisor:
                     self._warned.clear()    # bounded: at worst a warning is said again
                 self._warned.add(key)
                 log.warning("document %s: %s", doc_id, text, extra={"doc_id": doc_id})
-        self.wanted = wanted_workers(self.docs, self.config.default_limits, warn)
+        rollouts = self.revisions.rollouts
+        self.effective, watch = self.revisions.choose(self.docs, self.tags,
+                                                      self.canary_heartbeats, self.synced)
+        if self.revisions.rollouts != rollouts:
+            self._report = True     # the heartbeat says how its rollouts stand
+        self.canaries.watch(watch)
+        if self.revisions.dirty:
+            self._schedule_cache()
+        for doc_id, doc in self.effective.items():
+            for text in settings_problems(doc):
+                warn(doc_id, text)
+        problem = tags_problem(self.docs.get(device_doc_id(self.macid)))
+        if problem:
+            warn(device_doc_id(self.macid), problem)
+        self.wanted = wanted_workers(self.effective, self.config.default_limits, warn)
         self.dirty = True
 
     # ----------------------------------------------------------- reconcile
@@ -366,6 +421,9 @@ class Supervisor:
 
     def _launch(self, w, why):
         w.next_start = None
+        doc = self.effective.get(w.doc_id)
+        w.doc = doc if doc is not None and source_digest(doc) == w.spec.digest else None
+        w.healthy, w.healthy_at = False, None
         if w.spec.error:
             w.last_error = None     # the spec's error is the one shown
             self._refuse(w, w.spec.error)
@@ -393,6 +451,13 @@ class Supervisor:
         log.error("cannot run document %s: %s", w.doc_id, error, extra={"doc_id": w.doc_id})
         w.transition(State.FATAL, "bad document")
         self._changed(w)
+        self._failed(w, error, fatal=True)
+
+    def _failed(self, w, error, fatal=False):
+        """Count a failure of ``w``'s revision; roll it back when it is time."""
+        if w.doc is not None and not w.pending_spec and self.revisions.failed(
+                w.doc, error, fatal=fatal):
+            self._recompute()       # the last healthy revision; reconcile starts it
 
     def _retire(self, w, why):
         """Stop ``w`` for good or for a restart; forget it when ``removing``."""
@@ -424,8 +489,17 @@ class Supervisor:
 
     def heartbeat_state(self):
         """What the heartbeat says of the supervisor and its workers (loop thread only)."""
-        workers = [w.snapshot() for w in sorted(self.workers.values(), key=lambda w: w.doc_id)]
+        workers = []
+        for w in sorted(self.workers.values(), key=lambda w: w.doc_id):
+            entry = w.snapshot()
+            if w.doc is not None:
+                entry.update(self.revisions.worker_report(w.doc), healthy=w.healthy)
+                if entry.get("rolled_back_error") and not entry["error"]:
+                    entry["error"] = entry["rolled_back_error"]
+            workers.append(entry)
         return {
+            "tags": list(self.tags),
+            "rollouts": self.revisions.rollouts,
             "running_ids": [w["doc_id"] for w in workers if w["state"] == "running"],
             "workers": workers,
             "feed": {"connected": self.feed is not None and self.synced and not self._feed_error,
@@ -447,6 +521,13 @@ class Supervisor:
                 log.warning("%s did not stop within %.0f s: killing its process tree",
                             w.name, self.config.stop_timeout, extra={"doc_id": w.doc_id})
                 self.launcher.kill(w)
+            if w.healthy_at is not None and now >= w.healthy_at:
+                w.healthy_at = None
+                if w.state == State.RUNNING and w.doc is not None:
+                    w.healthy = not self.revisions.rev_failures(w.doc)
+                    self.revisions.ran_healthy(w.doc)
+                    self._schedule_cache()
+                    self._report = True
             if w.next_start is not None and now >= w.next_start:
                 w.next_start = None
                 if w.state == State.BACKOFF:
@@ -459,8 +540,8 @@ class Supervisor:
                 if name == "offline":
                     self._use_cache()
                 elif name == "cache":
-                    if not cache.save(self._cache_path, self.macid, self.config.database,
-                                      self.docs):
+                    if not (cache.save(self._cache_path, self.macid, self.config.database,
+                                       self.docs) and self.revisions.save()):
                         # Else the cache stays stale until the next change.
                         self.deadlines["cache"] = now + CACHE_RETRY
 
@@ -478,6 +559,8 @@ class Supervisor:
         if event == "running" and w.state == State.STARTING:
             w.running_since = time.monotonic()
             w.transition(State.RUNNING)
+            if w.doc is not None:
+                w.healthy_at = w.running_since + healthy_for(w.doc)
             self._changed(w)
         elif event in ("error", "fatal"):
             w.last_error = str(msg.get("error", "error"))[:2000]
@@ -519,11 +602,13 @@ class Supervisor:
         if ran >= 60.0:
             w.failures = 0
         nxt = after_exit(w.spec.restart, code)
+        w.healthy_at = None
         if code != 0:
             log.error("%s exited: %s%s", w.name, describe_exit(code),
                       ": %s" % w.last_error if w.last_error else "", extra={"doc_id": w.doc_id})
             if w.last_error is None:
                 w.last_error = describe_exit(code)
+            self._failed(w, w.last_error, fatal=nxt == State.FATAL)
         if leftovers:
             # Even after a clean exit: what it left running was killed, say so.
             note = "ended %d process(es) it left behind" % len(leftovers)
@@ -546,8 +631,10 @@ class Supervisor:
         self.commands.stop()
         if self.publisher.is_alive():
             self.publisher.stop(dict(self.heartbeat_state(), state="stopped"))
+        self.canaries.stop()
         if self.deadlines.pop("cache", None) is not None:
             cache.save(self._cache_path, self.macid, self.config.database, self.docs)
+            self.revisions.save()
         if self.guardian:
             popen, write_fd = self.guardian
             os.close(write_fd)      # the guardian finds nothing left and exits

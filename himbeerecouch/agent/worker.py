@@ -103,6 +103,9 @@ class Worker:
         self.pending_spec = None    # restart with this spec once stopped
         self.removing = False       # forget the worker once stopped
         self.stop_reason = None
+        self.doc = None             # the revision of the document it runs
+        self.healthy_at = None      # monotonic: when it has run long enough to be healthy
+        self.healthy = False        # this run has (revisions.py)
         self.readers = {}           # fd -> (stream name, LineSplitter)
 
     @property

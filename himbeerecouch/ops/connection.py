@@ -20,7 +20,7 @@ import couchdb.http
 
 from .. import config as configuration
 from .. import couch
-from ..arguments import add_ca_file_option
+from ..arguments import DeviceName, add_ca_file_option
 from ..errors import UserError
 
 PASSWORD_VARIABLE = "HIMBEERECOUCH_PASSWORD"
@@ -134,6 +134,20 @@ class Connection:
             _, _, result = self.db.resource.post_json(
                 "_find", body={"selector": selector, "limit": limit})
         return result.get("docs", [])
+
+    def device_by_name(self, reference):
+        """The MacID of ``reference``: a MacID, or a device's name (its device document's)."""
+        if not isinstance(reference, DeviceName):
+            return reference
+        with failures(self, "looking up device %r" % str(reference)):
+            docs = self.find({"type": "device", "name": str(reference)})
+        found = sorted({d.get("macid") for d in docs if isinstance(d.get("macid"), int)})
+        if len(found) != 1:
+            raise UserError("%s: %s" % (reference, "no device has this name (nor is it a MacID "
+                                        "or MAC address)" if not found else
+                                        "several devices have this name: %s"
+                                        % ", ".join(map(str, found))))
+        return found[0]
 
     def known_device(self, macid):
         """Fails unless ``macid`` has a user or a heartbeat on this server."""

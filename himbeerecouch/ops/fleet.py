@@ -23,7 +23,8 @@ import couchdb.http
 from ..documents import RESTART_POLICIES
 from ..errors import UserError
 from ..sandbox.modules import BadModule, validate_module_name
-from ..arguments import add_device_argument
+from ..arguments import add_device_argument, device_reference, positive_float
+from ..groups import DEFAULT_HEALTHY_FOR, group_type
 from .connection import (Connection, add_admin_arguments, failures, hide_arguments, iso_now,
                          rfc1123)
 
@@ -71,7 +72,15 @@ def add_parsers(sub):
                     "(created when there is none).  The agent on the device restarts "
                     "that worker within a second.")
     add_admin_arguments(p)
-    add_device_argument(p)
+    add_device_argument(p, required=False)     # or --tag
+    p.add_argument("--tag", help="write the group code document of this tag instead: it "
+                                 "runs on every device whose device document has the tag")
+    p.add_argument("--canary", action="append", type=device_reference, metavar="MACID",
+                   help="with --tag: a staged rollout, a new revision runs first on this "
+                        "device (repeatable), on the others once it ran healthy there")
+    p.add_argument("--healthy-for", type=positive_float, metavar="S",
+                   help="with --canary: seconds the canaries must run it without failing "
+                        "(default: %g)" % DEFAULT_HEALTHY_FOR)
     p.add_argument("--name", required=True, help="name of the code (names the worker)")
     p.add_argument("--code", metavar="FILE", help="the main module (must define main())")
     p.add_argument("--module", action="append", default=[], type=module_argument,
@@ -128,17 +137,17 @@ EXEC_USAGE = ("himbeerecouch exec [-h] ADMIN_URL --device MACID [--database NAME
 
 
 # ---------------------------------------------------------------- push
-def find_code_document(conn, macid, name):
-    docs = conn.find({"type": {"$in": [macid, str(macid)]}, "name": name})
+def find_code_document(conn, types, name, owner):
+    docs = conn.find({"type": {"$in": types}, "name": name})
     docs.sort(key=lambda d: d["_id"])
     if len(docs) > 1:
-        raise UserError("device %d has %d code documents named %r (%s): choose one with --id"
-                        % (macid, len(docs), name, ", ".join(d["_id"] for d in docs)))
+        raise UserError("%s has %d code documents named %r (%s): choose one with --id"
+                        % (owner, len(docs), name, ", ".join(d["_id"] for d in docs)))
     return docs[0] if docs else None
 
 
-def new_document_id(conn, macid, name):
-    base = "%d_%s" % (macid, slug(name))
+def new_document_id(conn, prefix, name):
+    base = "%s_%s" % (prefix, slug(name))
     candidate, n = base, 1
     with failures(conn, "choosing a document id"):
         while conn.db.get(candidate) is not None:
@@ -153,23 +162,43 @@ def cmd_push(args):
     code = read_source(args.code) if args.code is not None else None
     modules = {n: read_source(p) for n, p in args.module}
     global_modules = {n: read_source(p) for n, p in args.global_module}
+    if (args.device is None) == (args.tag is None):
+        raise UserError("push to one device (--device MACID) or to a group (--tag TAG)", 2)
+    if (args.canary or args.healthy_for is not None) and args.tag is None:
+        raise UserError("--canary and --healthy-for stage the rollout of a group: give --tag", 2)
     conn = Connection(args.url, args.database, ca_file=args.ca_file)
-    hide_arguments("himbeerecouch push %s --device %d" % (conn.shown, args.device))
+    target = "--tag %s" % args.tag if args.tag else "--device %s" % args.device
+    hide_arguments("himbeerecouch push %s %s" % (conn.shown, target))
     me = conn.whoami()
     conn.require_database()
-    conn.known_device(args.device)
+    if args.tag is not None:
+        owner, types = "group %s" % args.tag, [group_type(args.tag)]
+        prefix = "tag-%s" % slug(args.tag)
+        # No timestamp: the lab's page lists documents with one, by their type's MacID.
+        fields = {"type": group_type(args.tag), "created_by": me}
+    else:
+        args.device = conn.device_by_name(args.device)
+        conn.known_device(args.device)
+        owner, types, prefix = "device %d" % args.device, [args.device, str(args.device)], \
+            "%d" % args.device
+        fields = {"type": args.device, "created_by": me, "timestamp": rfc1123()}
     if args.doc_id:
         with failures(conn, "reading %s" % args.doc_id):
             doc = conn.db.get(args.doc_id)
-        if doc is not None and str(doc.get("type")) != str(args.device):
-            raise UserError("document %s is not a code document of device %d"
-                            % (args.doc_id, args.device))
+        if doc is not None and doc.get("type") not in types:
+            raise UserError("document %s is not a code document of %s" % (args.doc_id, owner))
     else:
-        doc = find_code_document(conn, args.device, args.name)
+        doc = find_code_document(conn, types, args.name, owner)
     created = doc is None
     if created:
-        doc = {"_id": args.doc_id or new_document_id(conn, args.device, args.name),
-               "type": args.device, "created_by": me, "timestamp": rfc1123()}
+        doc = dict(fields, _id=args.doc_id or new_document_id(conn, prefix, args.name))
+    if args.canary or args.healthy_for is not None:
+        rollout = dict(doc.get("rollout") if isinstance(doc.get("rollout"), dict) else {})
+        if args.canary:
+            rollout["canary"] = [str(conn.device_by_name(c)) for c in args.canary]
+        if args.healthy_for is not None:
+            rollout["healthy_for"] = args.healthy_for
+        doc["rollout"] = rollout
     doc["name"] = args.name
     # The document holds exactly what was pushed: a file left out is gone.
     for key, value in (("code", code), ("modules", modules), ("global_modules", global_modules)):
@@ -181,8 +210,7 @@ def cmd_push(args):
         doc["restart"] = args.restart
     with failures(conn, "saving %s" % doc["_id"]):
         doc_id, rev = conn.db.save(doc)
-    print("%s %s (%s) for device %d" % ("created" if created else "updated", doc_id, rev,
-                                        args.device))
+    print("%s %s (%s) for %s" % ("created" if created else "updated", doc_id, rev, owner))
     return 0
 
 
@@ -255,9 +283,10 @@ def cmd_exec(args):
     if args.timeout <= 0:
         raise UserError("--timeout must be positive", 2)
     conn = Connection(args.url, args.database, ca_file=args.ca_file)
-    hide_arguments("himbeerecouch exec %s --device %d" % (conn.shown, args.device))
+    hide_arguments("himbeerecouch exec %s --device %s" % (conn.shown, args.device))
     me = conn.whoami()
     conn.require_database()
+    args.device = conn.device_by_name(args.device)
     conn.known_device(args.device)
     doc = command_document(args.device, cmd, args.timeout, me)
     with failures(conn, "storing the command"):

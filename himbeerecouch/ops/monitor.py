@@ -16,6 +16,7 @@ import time
 
 from ..errors import UserError
 from ..arguments import add_device_argument
+from ..groups import device_name, device_tags
 from .connection import Connection, add_admin_arguments, failures, hide_arguments
 
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
@@ -77,8 +78,8 @@ def device_of(doc):
         return head
 
 
-def summary(doc, now):
-    """What ``status`` shows of one heartbeat document."""
+def summary(doc, now, device_doc=None):
+    """What ``status`` shows of one heartbeat document (and the device's document)."""
     when = heartbeat_time(doc)
     interval = doc.get("heartbeat_interval")
     if not isinstance(interval, (int, float)) or isinstance(interval, bool) or interval <= 0:
@@ -87,6 +88,8 @@ def summary(doc, now):
     workers = [w for w in (doc.get("workers") or []) if isinstance(w, dict)]
     return {
         "macid": device_of(doc),
+        "name": device_name(device_doc),
+        "tags": device_tags(device_doc),
         "hostname": doc.get("hostname"),
         "ip": doc.get("ip"),
         "version": doc.get("version"),
@@ -103,7 +106,8 @@ def summary(doc, now):
         "running_ids": doc.get("running_ids") or [],
         "feed": doc.get("feed"),
         "workers": [{k: w.get(k) for k in ("name", "doc_id", "state", "pid", "restarts",
-                                           "last_exit_code", "error")} for w in workers],
+                                           "last_exit_code", "error", "rev", "tag",
+                                           "rolled_back_from")} for w in workers],
     }
 
 
@@ -135,7 +139,8 @@ def render_status(devices):
             seen = "STOPPED " + seen
         elif d["silent"]:
             seen = "SILENT " + seen
-        rows.append((str(d["macid"]), d["hostname"] or "-", d["ip"] or "-", seen,
+        name = "%s %s" % (d["macid"], d["name"]) if d["name"] else str(d["macid"])
+        rows.append((name, d["hostname"] or "-", d["ip"] or "-", seen,
                      d["version"] or "-", worker_counts(d["workers"])))
         details[len(rows) - 1] = d
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -143,11 +148,15 @@ def render_status(devices):
     for n, row in enumerate(rows):
         lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
         for w in details.get(n, {}).get("workers", []):
-            text = "    %s [%s] %s" % (w["name"], w["doc_id"], w["state"])
+            text = "    %s [%s%s] %s" % (w["name"], w["doc_id"],
+                                          ", tag %s" % w["tag"] if w.get("tag") else "",
+                                          w["state"])
             if w.get("pid"):
                 text += " pid %s" % w["pid"]
             if w.get("restarts"):
                 text += " restarts %s" % w["restarts"]
+            if w.get("rolled_back_from"):
+                text += " ROLLED BACK from %s" % w["rolled_back_from"]
             if w.get("error"):
                 text += ": %s" % str(w["error"]).splitlines()[0][:120]
             lines.append(text)
@@ -159,8 +168,10 @@ def cmd_status(args):
     hide_arguments("himbeerecouch status %s" % conn.shown)
     conn.require_database()
     docs = [d for d in conn.find({"type": "heartbeat"}) if d["_id"].endswith("_heartbeat")]
+    named = {d.get("macid"): d for d in conn.find({"type": "device"})}
     now = conn.server_time()
-    devices = sorted((summary(d, now) for d in docs), key=lambda d: str(d["macid"]))
+    devices = sorted((summary(d, now, named.get(device_of(d))) for d in docs),
+                     key=lambda d: str(d["macid"]))
     if args.json:
         print(json.dumps(devices, indent=2))
     elif not devices:
@@ -206,7 +217,8 @@ def format_line(name, line):
 
 def cmd_logs(args):
     conn = Connection(args.url, args.database, ca_file=args.ca_file)
-    hide_arguments("himbeerecouch logs %s --device %d" % (conn.shown, args.device))
+    hide_arguments("himbeerecouch logs %s --device %s" % (conn.shown, args.device))
+    args.device = conn.device_by_name(args.device)
     conn.require_database()
 
     def selected():

@@ -4,7 +4,7 @@ import {
   commandLine, commandOutput, commandStatus, duration, heartbeatProblem, isoSeconds, liveness,
   loadText, logLines, macAddress, number, parseCode, rfc1123, splitCommand, stateTone, workers,
 } from './model.js';
-import {codeHref, deviceHref} from './hooks.js';
+import {codeHref, deviceHref, groupHref} from './hooks.js';
 import {AliveBadge, WorkerCounts, deviceName} from './fleet.jsx';
 import {CodeDocEditor} from './code.jsx';
 import {History} from './history.jsx';
@@ -75,8 +75,8 @@ function Workers({list, device}) {
           return [
             <tr key={id} data-worker={id}>
               <th scope="row" data-label="Worker">
-                {id ? <a href={codeHref(device, id)}>{String(w.name || id)}</a> : String(w.name || '?')}
-                <span class="sub">{id}</span>
+                {id ? <a href={w.tag ? groupHref(id) : codeHref(device, id)}>{String(w.name || id)}</a> : String(w.name || '?')}
+                <span class="sub">{id}{w.tag ? ` · for tag ${w.tag}` : ''}</span>
               </th>
               <td data-label="State"><span class={'badge tone-' + stateTone(w.state)}>{String(w.state || '?')}</span></td>
               <td data-label="Restarts">{w.restarts ?? '–'}</td>
@@ -85,10 +85,15 @@ function Workers({list, device}) {
               <td data-label="PID">{w.pid ?? '–'}</td>
               <td data-label="Last exit">{w.last_exit_code ?? '–'}</td>
             </tr>,
-            (w.error || trace) ? (
+            (w.error || trace || w.rolled_back_from) ? (
               <tr key={id + '-detail'} class="detail">
                 <td colSpan={7}>
-                  {w.error && <p class="problem">{String(w.error)}</p>}
+                  {w.rolled_back_from && (
+                    <p class="warn-box rolled-back">Rolled back: revision {String(w.rolled_back_from)} kept
+                      failing, so revision {String(w.rev)} (the last one that ran healthy) runs instead.
+                      {w.rolled_back_error ? ` It failed with: ${w.rolled_back_error}` : ''}</p>
+                  )}
+                  {w.error && w.error !== w.rolled_back_error && <p class="problem">{String(w.error)}</p>}
                   {trace && (
                     <details>
                       <summary>Last traceback of {String(w.name || id)}</summary>
@@ -362,6 +367,7 @@ export function Device({store, couch, user, route, now}) {
   }, [device, unloaded]);
 
   const hb = store.heartbeat(device);
+  const info = store.fleet().get(device) || {label: null, tags: []};
   const live = liveness(hb, now);
   const problem = hb ? heartbeatProblem(hb) : null;
   const state = store.devices.get(device);
@@ -370,10 +376,13 @@ export function Device({store, couch, user, route, now}) {
 
   return (
     <div class="device-view" data-device={device}>
-      <nav class="crumbs" aria-label="Breadcrumb"><a href="#/">Fleet</a> <span aria-hidden="true">›</span> {deviceName(device, hb)}</nav>
+      <nav class="crumbs" aria-label="Breadcrumb"><a href="#/">Fleet</a> <span aria-hidden="true">›</span> {deviceName(device, hb, info.label)}</nav>
       <div class="view-head">
-        <h1 id="view-title" tabindex="-1">{deviceName(device, hb)}</h1>
+        <h1 id="view-title" tabindex="-1">{deviceName(device, hb, info.label)}</h1>
         {hb && list.length > 0 && <WorkerCounts list={list} />}
+        {info.tags.length > 0 && (
+          <span class="tags">{info.tags.map((t) => <a class="tag" key={t} href={'#/?tag=' + encodeURIComponent(t)}>{t}</a>)}</span>
+        )}
       </div>
       {state instanceof CouchError && (
         <p class="error-box" role="alert">Could not load this device's documents: {state.message}</p>

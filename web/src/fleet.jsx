@@ -3,7 +3,7 @@ import {
   duration, heartbeatProblem, liveness, loadText, macAddress, number, parseMacId, stateTone,
   workerCounts,
 } from './model.js';
-import {deviceHref, navigate, setQuery} from './hooks.js';
+import {deviceHref, groupHref, navigate, setQuery} from './hooks.js';
 import {SHOW, SORT, allTags, applyChoices, choices, isFailing, toQuery} from './fleetlist.js';
 
 const ALIVE_TEXT = {fresh: 'fresh', late: 'late', silent: 'silent', none: 'no heartbeat yet'};
@@ -42,18 +42,22 @@ export function WorkerCounts({list}) {
   );
 }
 
-export function deviceName(device, hb) {
-  return (hb && typeof hb.hostname === 'string' && hb.hostname) || device;
+// The name of its device document, else its host name, else the MacID.
+export function deviceName(device, hb, label) {
+  return label || (hb && typeof hb.hostname === 'string' && hb.hostname) || device;
 }
 
-function OpenDevice() {
+// `fleet`: the devices, whose names (from their device documents) open them too.
+function OpenDevice({fleet}) {
   const [text, setText] = useState('');
   const [error, setError] = useState('');
   const submit = (e) => {
     e.preventDefault();
-    const macid = parseMacId(text);
+    const named = fleet.filter((d) => d.label && d.label === text.trim());
+    const macid = parseMacId(text) ?? (named.length === 1 ? named[0].device : null);
     if (macid === null) {
-      setError('Give a MacID (decimal digits) or a MAC address such as b8:27:eb:12:34:56.');
+      setError(named.length > 1 ? `${named.length} devices are named ${text.trim()}: give its MacID.`
+        : 'Give a device name, a MacID (decimal digits) or a MAC address such as b8:27:eb:12:34:56.');
       return;
     }
     setError('');
@@ -61,7 +65,7 @@ function OpenDevice() {
   };
   return (
     <form class="open-device" onSubmit={submit}>
-      <label for="open-device">Open a device by MacID or MAC address</label>
+      <label for="open-device">Open a device by name, MacID or MAC address</label>
       <div class="row">
         <input id="open-device" value={text} onInput={(e) => setText(e.currentTarget.value)}
           placeholder="b8:27:eb:12:34:56" autocapitalize="none" spellcheck={false}
@@ -123,7 +127,8 @@ function Scripts({list}) {
 
 export function Fleet({store, now, route}) {
   const c = choices(route && route.query);
-  const fleet = [...store.fleet().values()].map((e) => ({...e, name: deviceName(e.device, e.heartbeat)}));
+  const fleet = [...store.fleet().values()].map((e) => ({...e, name: deviceName(e.device, e.heartbeat, e.label)}));
+  const groups = store.groups();
   const counts = {fresh: 0, late: 0, silent: 0, none: 0};
   for (const e of fleet) {
     counts[liveness(e.heartbeat, now).state] += 1;
@@ -142,7 +147,7 @@ export function Fleet({store, now, route}) {
             : 'Loading…'}
         </p>
       </div>
-      <OpenDevice />
+      <OpenDevice fleet={fleet} />
       {store.loadError && !store.loaded && (
         <p class="error-box" role="alert">Could not load the fleet: {store.loadError.message}</p>
       )}
@@ -156,6 +161,13 @@ export function Fleet({store, now, route}) {
           {narrowed ? `${rows.length} of ${fleet.length} devices shown` : `${rows.length} devices`}
           {narrowed && <> · <a href="#/">show all</a></>}
         </p>
+      )}
+      {groups.length > 0 && (
+        <nav class="groups" aria-label="Group code documents">
+          Groups: {groups.map((g) => (
+            <a key={g._id} href={groupHref(g._id)} class="group-link">{String(g.name || g._id)} <span class="tag">{String(g.type).slice(4)}</span></a>
+          ))}
+        </nav>
       )}
       {rows.length > 0 && (
         <table class="fleet cards">

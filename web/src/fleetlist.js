@@ -1,8 +1,9 @@
 // The fleet list's choices: search, filters and sorting of the devices, read
 // from and written to the URL ("#/?q=logger&show=failing&tag=hall-b&sort=temperature").
 //
-// A device's tags are the `tags` of its code documents (an optional list of
-// strings on a code document: "tags": ["hall B", "cryostat"]).
+// A device's tags are those of its device document (`<MacID>_device`, "tags":
+// ["magnetometer", "hall-b"]), plus, the older way, the `tags` of its code
+// documents (an optional list of strings on a code document).
 
 import {liveness, macAddress, workers} from './model.js';
 

@@ -18,7 +18,7 @@ export function useNow(couch, period = 1000) {
 }
 
 // The hash route: "#/", "#/device/<MacID>", "#/device/<MacID>/code/<id>",
-// "#/device/<MacID>/new"; each may end in "?key=value&..." (route.query: the
+// "#/device/<MacID>/new", "#/group/<doc id>"; each may end in "?key=value&..." (route.query: the
 // view's choices, such as the fleet list's search, so that a link shows them).
 export function parseRoute(hash) {
   const text = String(hash || '');
@@ -35,6 +35,9 @@ export function parseRoute(hash) {
       route.creating = true;
     }
     return route;
+  }
+  if (parts[0] === 'group' && parts[1]) {
+    return {view: 'group', group: decodeURIComponent(parts.slice(1).join('/')), query};
   }
   return {view: 'fleet', query};
 }
@@ -61,6 +64,10 @@ export function setQuery(query) {
 
 export function deviceHref(device) {
   return '#/device/' + encodeURIComponent(device);
+}
+
+export function groupHref(id) {
+  return '#/group/' + encodeURIComponent(id);
 }
 
 export function codeHref(device, id) {

@@ -8,6 +8,7 @@ import {Store} from './store.js';
 import {LoginForm} from './login.jsx';
 import {Fleet} from './fleet.jsx';
 import {Device} from './device.jsx';
+import {Group} from './group.jsx';
 import {confirmLeave, unsaved, useNow, useRoute, useStore} from './hooks.js';
 
 function loginError(e) {
@@ -194,7 +195,8 @@ function App({couch, store}) {
       <main id="main" ref={main} tabindex="-1" inert={auth.expired}>
         {route.view === 'device'
           ? <Device store={store} couch={couch} user={auth.name} route={route} now={now} />
-          : <Fleet store={store} now={now} route={route} />}
+          : (route.view === 'group' ? <Group store={store} route={route} now={now} />
+            : <Fleet store={store} now={now} route={route} />)}
       </main>
       {auth.expired && (
         <div class="modal-backdrop">

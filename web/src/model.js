@@ -10,13 +10,53 @@ const isObject = (x) => x !== null && typeof x === 'object' && !Array.isArray(x)
 // the design document's rules include (one source for both).
 export {classify} from '../../himbeerecouch/ops/design/classify.js';
 
-// A row of the view by_device: key [MacID, kind, name].
+// A row of the view by_device: key [MacID, kind, name] (a group code
+// document's: ["tag:<tag>", "group", name]).
 export function classifyRow(row) {
   const key = row.key;
   if (!Array.isArray(key) || key.length < 2) {
     return null;
   }
+  if (key[1] === 'group') {
+    return {kind: 'group', device: null, tag: String(key[0]).slice(4)};
+  }
   return {kind: String(key[1]), device: String(key[0])};
+}
+
+// A device document's name and tags (strings only).
+export function deviceInfo(doc) {
+  const d = doc && typeof doc === 'object' ? doc : {};
+  const tags = Array.isArray(d.tags) ? d.tags.filter((t) => typeof t === 'string' && t.trim()) : [];
+  return {name: typeof d.name === 'string' && d.name.trim() ? d.name.trim() : null,
+    tags: tags.map((t) => t.trim())};
+}
+
+// Where the rollout of group document `doc` stands, from the heartbeats of
+// the devices with its tag (`rows`: [{device, heartbeat}]) as the devices
+// report it: which one runs the document's revision, which holds it back
+// (waiting, paused, halted) and which rolled it back.
+export function rolloutProgress(doc, rows) {
+  const r = doc && isObject(doc.rollout) ? doc.rollout : {};
+  const canaries = Array.isArray(r.canary) ? r.canary.map(String) : [];
+  const out = rows.map(({device, heartbeat}) => {
+    const entry = workers(heartbeat).find((w) => w.doc_id === doc._id) || null;
+    const held = heartbeat && isObject(heartbeat.rollouts) && isObject(heartbeat.rollouts[doc._id])
+      ? heartbeat.rollouts[doc._id] : null;
+    return {device, canary: canaries.includes(device), entry,
+      current: !!entry && entry.rev === doc._rev && !entry.rolled_back_from,
+      held: held ? String(held.state) : null};
+  });
+  let state = 'spreading';
+  if (out.some((d) => d.held === 'halted' || (d.canary && d.entry && d.entry.rolled_back_from))) {
+    state = 'halted';
+  } else if (out.length && out.every((d) => d.current)) {
+    state = 'complete';
+  } else if (r.paused === true) {
+    state = 'paused';
+  } else if (out.some((d) => d.held === 'waiting')) {
+    state = 'waiting for the canaries';
+  }
+  return {state, canaries, healthyFor: r.healthy_for, paused: r.paused === true, devices: out};
 }
 
 // ------------------------------------------------------------------ device ids

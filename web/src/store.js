@@ -11,7 +11,7 @@
 // last sequence it processed after a lost connection or an expired session.
 
 import {CouchError} from './couch.js';
-import {classify, classifyRow} from './model.js';
+import {classify, classifyRow, deviceInfo} from './model.js';
 
 const FEED_HEARTBEAT = 15000;   // ms: the server sends a newline this often
 const FEED_CLIENT_TIMEOUT = 60000; // ms: a long poll is closed and reopened after this
@@ -86,20 +86,24 @@ export class Store {
   async load() {
     const info = await this.couch.info();
     const seq = info.update_seq;
-    const [beats, rows] = await Promise.all([
+    const [beats, rows, groups] = await Promise.all([
       this.couch.view('heartbeats', {include_docs: true}),
       this.couch.view('by_device', {}),
+      // Group code documents (few), whole: their page shows the rollout.
+      this.couch.view('by_device', {startkey: ['tag:'], endkey: ['tag:\ufff0', {}], include_docs: true}),
     ]);
     for (const row of rows.rows || []) {
       const c = classifyRow(row);
       if (c) {
         if (c.kind === 'code') {
           c.tags = tagsOf(row.value);
+        } else if (c.kind === 'device') {
+          Object.assign(c, deviceInfo(row.value));
         }
         this.index.set(row.id, c);
       }
     }
-    for (const row of beats.rows || []) {
+    for (const row of [...(beats.rows || []), ...(groups.rows || [])]) {
       if (row.doc) {
         this._apply(row.doc);
       }
@@ -218,6 +222,8 @@ export class Store {
     }
     if (c.kind === 'code') {
       c.tags = tagsOf(doc);
+    } else if (c.kind === 'device') {
+      Object.assign(c, deviceInfo(doc));
     }
     this.docs.set(doc._id, doc);
     this.index.set(doc._id, c);
@@ -335,12 +341,25 @@ export class Store {
     return this.docs.get(device + '_heartbeat') || null;
   }
 
-  // Every device the page knows of: MacID -> {heartbeat, code: count, tags}.
+  // The group code documents, by name.
+  groups() {
+    const out = [];
+    for (const [id, c] of this.index) {
+      if (c.kind === 'group' && this.docs.get(id)) {
+        out.push(this.docs.get(id));
+      }
+    }
+    return out.sort((a, b) => String(a.name || a._id).localeCompare(String(b.name || b._id)));
+  }
+
+  // Every device the page knows of: MacID -> {heartbeat, code: count, tags,
+  // label}.  The device document's tags (and name: the label) come first; the
+  // `tags` of its code documents (the older way) are added to them.
   fleet() {
     const devices = new Map();
     const entry = (d) => {
       if (!devices.has(d)) {
-        devices.set(d, {device: d, heartbeat: null, code: 0, tags: []});
+        devices.set(d, {device: d, heartbeat: null, code: 0, tags: [], label: null});
       }
       return devices.get(d);
     };
@@ -351,6 +370,9 @@ export class Store {
       const e = entry(c.device);
       if (c.kind === 'heartbeat') {
         e.heartbeat = this.docs.get(id) || null;
+      } else if (c.kind === 'device') {
+        e.label = c.name;
+        e.tags = [...new Set([...c.tags, ...e.tags])];
       } else if (c.kind === 'code') {
         e.code += 1;
         for (const tag of c.tags || []) {

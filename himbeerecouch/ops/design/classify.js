@@ -14,6 +14,14 @@ export function classify(doc) {
   if (typeof t === 'string' && /^\d+$/.test(t)) {
     return {kind: 'code', device: t};
   }
+  // A device document names a device and gives it tags; a group code
+  // document (type "tag:<tag>") runs on the devices with that tag.
+  if (t === 'device' || /^\d+_device$/.test(id)) {
+    return {kind: 'device', device: id.replace(/_device$/, '')};
+  }
+  if (typeof t === 'string' && /^tag:./.test(t)) {
+    return {kind: 'group', device: null, tag: t.slice(4)};
+  }
   if (t === 'heartbeat' || /_heartbeat$/.test(id)) {
     return {kind: 'heartbeat', device: id.replace(/_heartbeat$/, '')};
   }

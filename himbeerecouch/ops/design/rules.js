@@ -122,6 +122,34 @@ function operatorMayWrite(subject, oldKind, deleting) {
   if (DEVICE_KINDS.indexOf(kind) !== -1 || DEVICE_KINDS.indexOf(oldKind) !== -1) {
     return 'heartbeat, log, history and log archive documents are written by the devices only';
   }
+  if (kind === 'device') {
+    return deviceDocumentProblem(subject);
+  }
+  return null;
+}
+
+// A device document: id <MacID>_device, type "device", macid the same MacID
+// as a number, an optional name (a string) and tags (a list of strings).
+function deviceDocumentProblem(doc) {
+  var m = /^(\d+)_device$/.exec(doc._id || '');
+  var i;
+  if (!m || doc.type !== 'device' || doc.macid !== Number(m[1])) {
+    return 'a device document has the id <MacID>_device, type "device" and macid <MacID> ' +
+           '(a number)';
+  }
+  if (doc.name !== undefined && typeof doc.name !== 'string') {
+    return 'the name of a device must be a string';
+  }
+  if (doc.tags !== undefined) {
+    if (!Array.isArray(doc.tags)) {
+      return 'the tags of a device must be a list of strings';
+    }
+    for (i = 0; i < doc.tags.length; i++) {
+      if (typeof doc.tags[i] !== 'string' || !doc.tags[i]) {
+        return 'the tags of a device must be a list of strings';
+      }
+    }
+  }
   return null;
 }
 
