@@ -103,8 +103,10 @@ def test_push_creates_then_updates_and_the_agent_runs_it(couch, fleet_db, start_
     agent.wait_line(r"\[Temperature logger\] pushed v2")
     doc = fleet_db.admin[doc_id]
     assert "modules" not in doc and doc["restart"] == "always"
+    # One code document of that name (the agent's log archive carries the name too).
     named = [r.id for r in fleet_db.admin.view("_all_docs") if not r.id.startswith("_")
-             and fleet_db.admin[r.id].get("name") == "Temperature logger"]
+             and fleet_db.admin[r.id].get("name") == "Temperature logger"
+             and fleet_db.admin[r.id].get("type") == dev.macid]
     assert named == [doc_id]
 
 

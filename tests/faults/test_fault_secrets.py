@@ -45,7 +45,13 @@ def secrets_of(couch, device):
 
 def assert_absent(secrets, text, where):
     for secret in secrets:
-        assert secret not in text, "a secret appears in %s" % where
+        if len(secret) >= 8:
+            assert secret not in text, "a secret appears in %s" % where
+        else:
+            # A short password (the CouchDB of these notes uses "pw") is found
+            # inside longer words by chance: look for it standing alone.
+            alone = r"(?<![A-Za-z0-9])%s(?![A-Za-z0-9])" % re.escape(secret)
+            assert not re.search(alone, text), "a secret appears in %s" % where
 
 
 def test_secrets_never_leak(couch, db, device, start_agent):
