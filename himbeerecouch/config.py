@@ -42,6 +42,7 @@ class Config:
     cpu_seconds: int = None
     nofile: int = None
     answer_discovery: bool = False
+    spare: bool = True           # keep one warm runner interpreter for the next start
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

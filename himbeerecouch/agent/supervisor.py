@@ -126,7 +126,7 @@ class Supervisor:
         self._lock_device()
         self._install_signals()
         self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
-                                 self.config.worker_user)
+                                 self.config.worker_user, spare=self.config.spare)
         self.launcher.cleanup_leftovers()
         self.guardian = start_guardian(self.launcher.run_prefix, self.launcher.import_base,
                                        self.launcher.import_prefix)
@@ -152,6 +152,8 @@ class Supervisor:
             self._fire_deadlines()
             if self.dirty:
                 self._reconcile()
+            if not self.quitting:
+                self._keep_spare()
             if self._report:
                 self._report = False
                 self.publisher.submit(self.heartbeat_state())
@@ -159,6 +161,15 @@ class Supervisor:
                 break
         self._shutdown()
         return 0
+
+    def _keep_spare(self):
+        """Replace a spare that was used or died (SIGCHLD woke us), or look again later."""
+        had = self.launcher.spare
+        due = self.launcher.keep_spare()
+        if due is not None:
+            self.deadlines["spare"] = due
+        if self.launcher.spare is not had:
+            self._report = True
 
     def _next_deadline(self):
         times = list(self.deadlines.values())
@@ -202,6 +213,7 @@ class Supervisor:
 
     def _begin_quit(self):
         self.quitting = True
+        self.launcher.set_spare(False)
         if self.feed:
             self.feed.stop()
         for w in list(self.workers.values()):
@@ -217,6 +229,7 @@ class Supervisor:
             log.error("configuration not reloaded: %s", e)
             return
         old, self.config = self.config, new
+        self.launcher.set_spare(new.spare)
         if self.launcher and new.worker_user != old.worker_user:
             log.warning("--worker-user changes take effect at the next start of the supervisor")
         if (new.server, new.database) != (old.server, old.database):
@@ -413,6 +426,7 @@ class Supervisor:
             "feed": {"connected": self.feed is not None and self.synced and not self._feed_error,
                      "error": self._feed_error},
             "state": "stopping" if self.quitting else "running",
+            "spare": self.launcher.spare_state() if self.launcher else None,
         }
 
     def _changed(self, w):
