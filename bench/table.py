@@ -21,8 +21,7 @@ PHASE_OF = {"reload": "device", "command": "device", "rss0": "device", "rss50": 
             "spare_rss": "device", "reload_cold": "device", "scale_start_cold": "scale",
             "pi_bare_start": "pi", "pi_reload": "pi", "pi_reload_cold": "pi",
             "pi_command": "pi", "pi_cpu_pct": "pi", "pi_start50": "pi",
-            "f1k_connect_s": "fleet1000", "f1k_load": "fleet1000", "f1k_change": "fleet1000",
-            "f1k_command": "fleet1000", "f1k_feeds": "fleet1000",
+            "f1k_steps": "fleet1000", "f1k_limit": "fleet1000", "f1k_feeds": "fleet1000", "f1k_idle": "fleet1000",
             "collateral_cold": "device", "scale_stop_cold": "scale", "pi_collateral": "pi"}
 
 
@@ -225,33 +224,50 @@ def pi_rows(r, cfg, add, has, p50, pair, percentile):
 
 
 def fleet1000_rows(r, add, has, pair):
-    """Point 3 of issue 16: 999 simulated devices and one agent against one server."""
-    def usage(step):
-        u = r[step]
+    """Point 3 of issue 16: a growing fleet of simulated devices and one agent."""
+    def usage(u):
         return "CPU %.0f %% of a core, RSS %.0f MB" % (u["cpu"], u["rss"])
 
-    def per_device(step):
-        u, idle = r[step], r["f1k_idle"]
-        return "%.3f %% CPU, %.2f MB per device" % ((u["cpu"] - idle["cpu"]) / 1000,
-                                                   (u["rss"] - idle["rss"]) / 1000)
+    def per_device(u):
+        idle = r["f1k_idle"]
+        return "%.3f %% of a core and %.2f MB per device" % (
+            (u["cpu"] - idle["cpu"]) / u["devices"], (u["rss"] - idle["rss"]) / u["devices"])
 
-    add("F", "1,000 devices: every feed asked for (snapshot read, continuous feed sent)",
-        "f1k_connect_s", lambda: "%.1f s" % r["f1k_connect_s"], "report",
-        lambda: "server idle before: %s" % usage("f1k_idle"))
-    add("F", "1,000 idle feeds, nothing written: server", "f1k_feeds",
-        lambda: usage("f1k_feeds"), "report",
-        lambda: per_device("f1k_feeds") + "; %.1f req/s" % r["f1k_feeds"]["rps"])
-    add("F", "1,000 devices, heartbeat every 10 s, a log write every 30 s: server",
-        "f1k_load", lambda: usage("f1k_load"), "report", lambda: per_device("f1k_load"))
-    add("F", "1,000 devices: requests/s at the server (counted at the clients) / heartbeat "
-        "writes/s", "f1k_load",
-        lambda: "%.1f / %.1f req/s" % (r["f1k_load"]["rps"], r["f1k_load"]["hb_rps"]),
-        "ideal 100 + 33 / 100", lambda: "failed requests in 30 s: %d" % r["f1k_load"]["errors"])
-    add("F", "1,000 devices: a change addressed to one device -> its feed, p50 / p95",
-        "f1k_change", lambda: pair("f1k_change"), "report", "-")
-    add("F", "1,000 devices: command round trip to the one real agent, p50 / p95",
-        "f1k_command", lambda: pair("f1k_command"), "report",
-        lambda: "one device alone: %s" % pair("command") if has("command") else "-")
+    def p50_95(values, lost):
+        text = ("%s / %s ms" % (_num(statistics.median(values)), _num(max(values)))
+                if values else "none arrived")
+        return text + (", %d lost" % lost if lost else "")
+
+    add("F", "Fleet: %d idle feeds (filtered, continuous), nothing written: server"
+        % r.get("f1k_feeds", {}).get("devices", 0), ("f1k_feeds", "f1k_idle"),
+        lambda: usage(r["f1k_feeds"]), "report",
+        lambda: per_device(r["f1k_feeds"]) + "; server idle: " + usage(r["f1k_idle"]))
+    for step in r.get("f1k_steps", []):
+        n = step["devices"]
+        add("F", "Fleet of %d (%d simulated + 1 agent), heartbeats every 10 s, logs every "
+            "30 s: server" % (n, n - 1), "f1k_steps",
+            lambda s=step: "%s; %s" % (usage(s), per_device(s)), "report",
+            lambda s=step: "feeds of the new devices open after %.1f s" % s["connect_s"])
+        add("F", "Fleet of %d: writes/s that succeeded / meant; requests/s; failed "
+            "requests in %.0f s" % (n, 10), "f1k_steps",
+            lambda s=step: "%.1f / %.1f; %.1f req/s; %d failed" % (
+                s["writes"], s["ideal"], s["rps"], s["failed"]),
+            "all writes succeed",
+            lambda s=step: "change to one device -> its feed (p50 / max): %s; command "
+            "round trip to the agent: %s" % (p50_95(s["change"], s["change_lost"]),
+                                             p50_95(s["command"], s["command_lost"])),
+            lambda s=step: ("limit", "") if (r["f1k_limit"] or {}).get("devices") == s["devices"]
+            else ("met", ""))
+    limit = r.get("f1k_limit")
+    served = max([s["devices"] for s in r.get("f1k_steps", [])
+                  if not limit or s["devices"] < limit["devices"]], default=0)
+    add("F", "Devices one server serves: the largest fleet with no failed request, every "
+        "write taken, a change at its device within 1 s (p50)", "f1k_steps",
+        lambda: "%d" % served, "1,000",
+        lambda: "limit at %d devices: %s" % (limit["devices"], limit["why"]) if limit
+        else "no limit up to %d" % served,
+        lambda: ("met", "") if served >= 1000 else
+        ("missed by %d devices" % (1000 - served),) * 2)
 
 
 def render(rows):
