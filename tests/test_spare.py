@@ -9,13 +9,15 @@ however the supervisor ends.
 import json
 import os
 import signal
+import time
 
 import psutil
 import pytest
 
+from himbeerecouch.agent.launcher import Launcher
 from himbeerecouch.sandbox.environment import worker_environment
 from himbeerecouch.sandbox.spawn import hand_over, spawn_spare
-from helpers import alive, gone, loop_code, put_doc, wait_for
+from helpers import alive, gone, loop_code, put_doc, random_macid, wait_for
 from test_heartbeat import heartbeat
 
 # A worker that reports, as one JSON log line, what it sees of its process.
@@ -223,3 +225,23 @@ def test_handing_a_document_to_a_dead_spare_fails_clearly(tmp_path):
             spare.popen.kill()
             spare.popen.wait(10)
         spare.close()
+
+
+def test_a_spare_that_keeps_dying_is_replaced_with_backoff(tmp_path):
+    launcher = Launcher(random_macid(), str(tmp_path), database=None)
+    try:
+        assert launcher.keep_spare() is None
+        first = launcher.spare
+        first.process.popen.kill()
+        first.process.popen.wait(10)
+        # Noticed and cleaned up, but not replaced on the spot: a broken
+        # interpreter must not cost a start on every turn of the loop.
+        due = launcher.keep_spare()
+        assert launcher.spare is None and due > time.monotonic()
+        assert not os.path.exists(first.import_dir)
+        wait_for(lambda: time.monotonic() >= due, timeout=5)
+        assert launcher.keep_spare() is None
+        assert launcher.spare is not None and launcher.spare.pid != first.pid
+    finally:
+        launcher.set_spare(False)
+    assert os.listdir(launcher.import_base) == []
