@@ -213,13 +213,14 @@ class Supervisor:
 
     def _begin_quit(self):
         self.quitting = True
-        self.launcher.set_spare(False)
         if self.feed:
             self.feed.stop()
         for w in list(self.workers.values()):
             w.pending_spec = None
             w.removing = True
             self._retire(w, "the supervisor is stopping")
+        # After the workers' SIGINTs: ending the spare must not delay their stop.
+        self.launcher.set_spare(False)
 
     def _reload(self):
         log.info("SIGHUP: reading the server file and the configuration again")
