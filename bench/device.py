@@ -1,10 +1,12 @@
 """One device, one agent: footprint (1, 3), reload latency (1) and command round trip (2).
 
-The agent starts with no code document (idle RSS with 0 workers), then gets
-50 documents of the stamp script (idle RSS with 50 workers, each worker's own
-RSS, supervisor CPU over a quiet period), then one document at a time gets a
-new revision (reload latency; every other worker's pid must survive), then
-commands run ``true`` (round trip).
+The agent starts with no code document (idle RSS with 0 workers, and the
+warm spare's RSS), then gets 50 documents of the stamp script (idle RSS with
+50 workers, each worker's own RSS, supervisor CPU over a quiet period), then
+one document at a time gets a new revision (reload latency; every other
+worker's pid must survive), then commands run ``true`` (round trip).  Last,
+the same reloads on a second agent started with ``--no-spare``: the previous
+design, the baseline of the spare.
 """
 import statistics
 import time
@@ -39,19 +41,55 @@ def worker_pids(agent):
     return {p.pid for p in agent.worker_processes().values()}
 
 
-def run(lab, fifo, cfg, results):
+def idle_agent(lab, args=(), quota=None):
+    """A new device's agent, once it found no code document; ``(db, device, agent)``."""
     db = lab.database()
     device = lab.device()
-    agent = lab.agent(db, device)
+    agent = lab.agent(db, device, args=args, quota=quota)
     agent.wait_line(r"0 code document\(s\) for this device", timeout=60)
-    time.sleep(cfg.settle)
-    results["rss0"] = sampled_rss_mb(agent.pid)
+    return db, device, agent
 
-    # 50 workers, all running main()
+
+def run_workers(db, device, fifo):
+    """Give the device the 50 stamp documents; return their ids once all run."""
     ids = doc_ids(WORKERS)
     mark = fifo.mark()
     put_code(db, device.macid, fifo.path, ids)
     fifo.wait(lambda s: s.name in ids, timeout=120, after=mark, count=WORKERS)
+    return ids
+
+
+def reloads(db, agent, fifo, ids, runs, gap):
+    """Give ``runs`` documents in turn a new revision; ``(latencies ms, collateral)``."""
+    latencies, collateral = [], 0
+    for i in range(runs):
+        doc_id = ids[i % len(ids)]
+        others = {n: p for n, p in fifo.latest_pids(ids).items() if n != doc_id}
+        mark = fifo.mark()
+        doc = db[doc_id]
+        doc["code"] = script(fifo.path, doc_id, i + 1)
+        t0 = time.time()
+        db.save(doc)
+        (stamp,) = fifo.wait(lambda s: s.name == doc_id and s.edition == i + 1, after=mark)
+        latencies.append((stamp.time - t0) * 1000)
+        time.sleep(gap)
+        collateral += sum(1 for s in fifo.since(mark) if s.name != doc_id)
+        collateral += sum(1 for p in others.values() if not psutil.pid_exists(p))
+    alive = worker_pids(agent)
+    if alive != set(fifo.latest_pids(ids).values()):
+        collateral += len(alive ^ set(fifo.latest_pids(ids).values()))
+    return latencies, collateral
+
+
+def run(lab, fifo, cfg, results):
+    db, device, agent = idle_agent(lab)
+    time.sleep(cfg.settle)
+    results["rss0"] = sampled_rss_mb(agent.pid)
+    spare = wait_until(agent.spare, 10, "the spare runner")
+    results["spare_rss"] = sampled_rss_mb(spare.pid)
+
+    # 50 workers, all running main()
+    ids = run_workers(db, device, fifo)
     time.sleep(cfg.settle)
     results["rss50"] = sampled_rss_mb(agent.pid)
     pids = list(fifo.latest_pids(ids).values())
@@ -65,25 +103,8 @@ def run(lab, fifo, cfg, results):
     results["cpu_pct"] = 100.0 * (c1 - c0) / (t1 - t0)
 
     # reload latency: one document at a time gets a new revision
-    latencies, collateral = [], 0
-    for i in range(cfg.reload_runs):
-        doc_id = ids[i % WORKERS]
-        others = {n: p for n, p in fifo.latest_pids(ids).items() if n != doc_id}
-        mark = fifo.mark()
-        doc = db[doc_id]
-        doc["code"] = script(fifo.path, doc_id, i + 1)
-        t0 = time.time()
-        db.save(doc)
-        (stamp,) = fifo.wait(lambda s: s.name == doc_id and s.edition == i + 1, after=mark)
-        latencies.append((stamp.time - t0) * 1000)
-        time.sleep(cfg.reload_gap)
-        collateral += sum(1 for s in fifo.since(mark) if s.name != doc_id)
-        collateral += sum(1 for p in others.values() if not psutil.pid_exists(p))
-    results["reload"] = latencies
-    results["collateral"] = collateral
-    alive = worker_pids(agent)
-    if alive != set(fifo.latest_pids(ids).values()):
-        results["collateral"] += len(alive ^ set(fifo.latest_pids(ids).values()))
+    results["reload"], results["collateral"] = reloads(db, agent, fifo, ids,
+                                                       cfg.reload_runs, cfg.reload_gap)
 
     # command round trip
     watcher = ResultWatcher(lab.server.admin_url, db.name)
@@ -96,3 +117,11 @@ def run(lab, fifo, cfg, results):
 
     agent.stop()
     wait_until(lambda: agent.proc.poll() is not None, 30, "the agent's exit")
+
+    # the same reloads without the spare: the previous design
+    db, device, agent = idle_agent(lab, args=["--no-spare"])
+    ids = run_workers(db, device, fifo)
+    time.sleep(cfg.settle)
+    results["reload_cold"], results["collateral_cold"] = reloads(
+        db, agent, fifo, ids, cfg.reload_runs, cfg.reload_gap)
+    agent.stop()

@@ -25,6 +25,7 @@ from agent import Agent  # noqa: E402  (tests/agent.py)
 from couchserver import CouchServer, free_port  # noqa: E402,F401  (tests/couchserver.py)
 from helpers import DEVICE_ROLE, create_device_user, grant_members  # noqa: E402
 
+from himbeerecouch import identity  # noqa: E402
 from himbeerecouch.sandbox import proctree  # noqa: E402
 
 PI_OUI = 0xB827EB000000
@@ -72,9 +73,24 @@ class Lab:
         self._macid += 1
         return create_device_user(self.users, self.url, self._macid)
 
+    def device_logins(self, n):
+        """``n`` more device users, made in one request; ``[(macid, password)]``."""
+        logins, docs = [], []
+        for _ in range(n):
+            self._macid += 1
+            password = identity.device_password(self._macid, "%016x" % self._macid)
+            user = identity.device_user(self._macid)
+            docs.append({"_id": "org.couchdb.user:" + user, "type": "user", "name": user,
+                         "roles": [DEVICE_ROLE], "password": password})
+            logins.append((self._macid, password))
+        for ok, doc_id, why in self.users.update(docs):
+            if not ok:
+                raise RuntimeError("bench: cannot create %s: %s" % (doc_id, why))
+        return logins
+
     # ------------------------------------------------------------ agents
     def agent(self, db, device, url=None, heartbeat_interval=10, feed_heartbeat=5,
-              stop_timeout=5, start=True, server_file=False):
+              stop_timeout=5, start=True, server_file=False, args=(), quota=None):
         """``himbeerecouch run`` for ``device``; killed (with its workers) at close.
 
         ``server_file``: the URL goes into the agent's server file instead of
@@ -83,8 +99,9 @@ class Lab:
         state = os.path.join(self.tmp, "state-%d" % device.macid)
         agent = BenchAgent(url or self.url, db.name, device, state, stop_timeout=stop_timeout,
                            feed_heartbeat=feed_heartbeat,
-                           args=["--heartbeat-interval", str(heartbeat_interval)])
+                           args=["--heartbeat-interval", str(heartbeat_interval)] + list(args))
         agent.server_file = server_file
+        agent.quota = quota
 
         def close():
             agent.close()                 # SIGKILL by pid if still running
@@ -94,9 +111,11 @@ class Lab:
 
 
 class BenchAgent(Agent):
-    """tests/agent.py's Agent, optionally reading its server URL from the server file."""
+    """tests/agent.py's Agent, optionally reading its server URL from the server
+    file, optionally under a CPU quota (a cpuquota.CpuQuota) with its workers."""
 
     server_file = False
+    quota = None
 
     def command(self):
         cmd = super().command()
@@ -104,6 +123,10 @@ class BenchAgent(Agent):
             i = cmd.index("--server")
             del cmd[i:i + 2]
             self.retarget(self.url, signal_it=False)
+        if self.quota is not None:
+            # Join the group before the agent's interpreter starts: all it
+            # starts (workers, spare, guardian, commands) inherits the group.
+            cmd = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', self.quota.procs] + cmd
         return cmd
 
     def retarget(self, url, signal_it=True):

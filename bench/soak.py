@@ -158,7 +158,8 @@ def run(lab, fifo, cfg, results):
     results["soak_steps"] = steps
     results["soak_commands"] = len(churn.commands)
     results["soak_start"], results["soak_end"] = start, end
-    expected_children = 1 + len(STEADY) + len(CRASHERS) + len(TALKERS)   # + the guardian
+    # + the guardian and the warm spare
+    expected_children = 2 + len(STEADY) + len(CRASHERS) + len(TALKERS)
     results["soak_extra_children"] = end["children"] - expected_children
 
     agent.signal(signal.SIGINT)

@@ -46,6 +46,7 @@ class Config:
     nofile: int = None
     answer_discovery: bool = False
     ca_file: str = None          # the lab's CA: HTTPS servers must verify with it
+    spare: bool = True           # keep one warm runner interpreter for the next start
     extra: dict = field(default_factory=dict, compare=False)
 
     @property

@@ -3,7 +3,9 @@
 Tie the worker's life to the supervisor, name it for ``ps``, apply resource
 limits and reset the signal state inherited through exec.
 """
+import faulthandler
 import os
+import resource
 import signal
 import sys
 
@@ -52,8 +54,6 @@ def apply_limits(limits):
     Soft and hard limits are both lowered so user code cannot raise them
     again; nothing is ever raised above the inherited hard limit.
     """
-    import resource
-
     def lower(kind, soft, hard):
         _, old_hard = resource.getrlimit(kind)
         if old_hard != resource.RLIM_INFINITY:
@@ -88,6 +88,4 @@ def supervisor_alive(supervisor_pid):
 
 def enable_faulthandler():
     """Print a Python traceback of every thread on SIGSEGV/SIGBUS/SIGABRT/..."""
-    import faulthandler
-
     faulthandler.enable(file=sys.__stderr__, all_threads=True)

@@ -17,15 +17,19 @@ class StartupError(Exception):
 
 
 def parse_argv(argv):
-    """Return (startup_fd, status_fd) from ``--startup-fd N --status-fd M``.
+    """Return (startup_fd, status_fd, spare) from ``--startup-fd N --status-fd M``.
 
     An optional ``--title T`` is accepted and ignored: it only reserves
     room in the argv area for the process title (see confine.set_title).
+    ``--spare``: started ahead of its document, which may come much later.
     Parsed by hand: argparse would pull in gettext, re and friends for two
     integers, and every worker pays for what the runner imports.
     """
     wanted = {"--startup-fd": None, "--status-fd": None}
     args = list(argv)
+    spare = "--spare" in args
+    if spare:
+        args.remove("--spare")
     while args:
         arg = args.pop(0)
         key, sep, value = arg.partition("=")
@@ -48,7 +52,7 @@ def parse_argv(argv):
     for key, fd in wanted.items():
         if fd is None:
             raise StartupError("missing %s" % key)
-    return wanted["--startup-fd"], wanted["--status-fd"]
+    return wanted["--startup-fd"], wanted["--status-fd"], spare
 
 
 def read_startup(fd, limit=1 << 20):

@@ -19,6 +19,7 @@ from himbeerecouch.runner.status import StatusChannel
 EX_OK = 0
 EX_ERROR = 1
 EX_TEMPFAIL = 75  # the supervisor died before we were ready
+SPARE_TITLE = "himbeerecouch: spare"  # as sandbox.spawn.SPARE_TITLE (no import: see __init__)
 
 
 class _NotRunnable(Exception):
@@ -33,7 +34,7 @@ def _say(message):
 def run(argv):
     """Run one worker; return its exit code."""
     try:
-        startup_fd, status_fd = parse_argv(argv)
+        startup_fd, status_fd, spare = parse_argv(argv)
     except StartupError as exc:
         _say("bad command line: %s" % exc)
         return EX_CONFIG
@@ -49,7 +50,11 @@ def run(argv):
     # code then sees should_quit() true from the start) and a stack dump
     # request does not kill us (SIGUSR1's default action).
     _install_signal_handlers(channel)
+    if spare:
+        confine.set_title(SPARE_TITLE)
     try:
+        # A spare waits here, with the runner imported, until it is handed
+        # its one document.
         data = read_startup(startup_fd)
     except StartupError as exc:
         _say("bad start-up data: %s" % exc)

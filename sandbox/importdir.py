@@ -55,7 +55,43 @@ def make_import_dir(base, prefix, modules, owner_uid=None):
     source that is not a str.  ``owner_uid``: chown the folder and files to
     that user (a supervisor running as root, workers as another user).
     """
+    encoded = _encode_modules(modules)
+    path = new_import_dir(base, prefix, owner_uid)
+    try:
+        _write_all(path, encoded, owner_uid)
+    except BaseException:
+        remove_import_dir(path)
+        raise
+    return path
+
+
+def new_import_dir(base, prefix, owner_uid=None):
+    """A new, empty import folder (0700, owned by ``owner_uid``); its path.
+
+    A warm spare starts in one before its document is known, so that its
+    working folder and HOME are those of the worker it will become.
+    """
     _check_prefix(prefix)
+    path = tempfile.mkdtemp(prefix=prefix, dir=base)  # mode 0700, unique
+    if owner_uid is not None:
+        try:
+            os.chown(path, owner_uid, -1)
+        except BaseException:
+            remove_import_dir(path)
+            raise
+    return path
+
+
+def fill_import_dir(path, modules, owner_uid=None):
+    """Write ``modules`` into the existing, empty import folder ``path``.
+
+    Raises :class:`BadModule` before writing anything, like make_import_dir.
+    """
+    _write_all(path, _encode_modules(modules), owner_uid)
+
+
+def _encode_modules(modules):
+    """Check every name and source; return {name: bytes} (BadModule if not)."""
     if not isinstance(modules, dict):
         raise BadModule("modules must be a mapping of name to source, not %s"
                         % type(modules).__name__)
@@ -70,21 +106,16 @@ def make_import_dir(base, prefix, modules, owner_uid=None):
             # file; better to say which module is broken here.
             raise BadModule("source of module %r contains a NUL character" % (name,))
         encoded[name] = _encode(source)
+    return encoded
 
-    path = tempfile.mkdtemp(prefix=prefix, dir=base)  # mode 0700, unique
+
+def _write_all(path, encoded, owner_uid):
+    dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            for name, data in encoded.items():
-                _write(dir_fd, name + ".py", data, owner_uid)
-            if owner_uid is not None:
-                os.fchown(dir_fd, owner_uid, -1)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        remove_import_dir(path)
-        raise
-    return path
+        for name, data in encoded.items():
+            _write(dir_fd, name + ".py", data, owner_uid)
+    finally:
+        os.close(dir_fd)
 
 
 def _write(dir_fd, filename, data, owner_uid):

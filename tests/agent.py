@@ -16,9 +16,11 @@ import time
 
 import psutil
 
+from helpers import wait_for
 from himbeerecouch.sandbox import proctree
 
 TITLE = "himbeerecouch: "
+SPARE_TITLE = "himbeerecouch: spare"
 
 
 class Agent:
@@ -100,8 +102,8 @@ class Agent:
                                          % (pattern, timeout, tail))
                 self._cond.wait(min(left, 0.2))
 
-    def worker_processes(self):
-        """``{title: psutil.Process}`` of this agent's workers."""
+    def worker_processes(self, spare=False):
+        """``{title: psutil.Process}`` of this agent's workers (and its spare runner)."""
         found = {}
         try:
             children = psutil.Process(self.proc.pid).children()
@@ -112,9 +114,22 @@ class Agent:
                 title = " ".join(filter(None, child.cmdline()))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            if title.startswith(TITLE) and "guardian" not in title:
+            if (title.startswith(TITLE) and "guardian" not in title
+                    and (spare or title != SPARE_TITLE)):
                 found[title] = child
         return found
+
+    def spare(self):
+        """The process of the agent's waiting spare runner, or None."""
+        return self.worker_processes(spare=True).get(SPARE_TITLE)
+
+    def wait_spare(self, timeout=15, other_than=None):
+        """The spare runner's process once there is one (other than pid ``other_than``)."""
+        def new_spare():
+            proc = self.spare()
+            return proc if proc is not None and proc.pid != other_than else None
+        return wait_for(new_spare, timeout, message="no new spare runner; output:\n%s"
+                        % "\n".join(self.lines[-40:]))
 
     def worker(self, doc_id):
         """The process of the worker of ``doc_id``, or None."""

@@ -5,6 +5,14 @@ the environment, the start-up data sent over the worker's pipe, the marker
 that finds every process a worker started, and the cleanup of what an earlier
 run of the supervisor left behind.  The mechanisms themselves live in the
 sandbox package, at the boundary between supervisor and worker.
+
+It also keeps one *spare*: a runner interpreter started ahead of time, with
+its own tag, session, environment and (empty) import folder, that waits for
+start-up data.  :meth:`Launcher.start` hands the next document to it rather
+than starting an interpreter then, and starts the next spare at once.  A
+spare serves one document only, so every document still gets a fresh
+interpreter; its limits arrive with the start-up data, applied before any
+user code runs.
 """
 import itertools
 import logging
@@ -13,14 +21,18 @@ import pwd
 import secrets
 import subprocess
 import sys
+import time
 
 import psutil
 
 from ..sandbox import proctree
 from ..sandbox.environment import worker_environment
 from ..sandbox.guardian import tagged_pids
-from ..sandbox.importdir import make_import_dir, remove_import_dir, remove_stale_import_dirs
-from ..sandbox.spawn import spawn_worker
+from ..sandbox.importdir import (fill_import_dir, make_import_dir, new_import_dir,
+                                 remove_import_dir, remove_stale_import_dirs)
+from ..sandbox.modules import BadModule
+from ..sandbox.spawn import hand_over, spawn_spare, spawn_worker
+from .worker import backoff_delay, describe_exit
 
 log = logging.getLogger("himbeerecouch.launcher")
 
@@ -107,10 +119,18 @@ def other_user(name, what, option):
     return entry
 
 
+class Spare:
+    """A started runner waiting for its document: process, tag, import folder."""
+
+    def __init__(self, process, tag, import_dir):
+        self.process, self.tag, self.import_dir = process, tag, import_dir
+        self.pid = process.pid
+
+
 class Launcher:
     """Spawns the workers of one supervisor (one device)."""
 
-    def __init__(self, macid, state_dir, database, worker_user=None):
+    def __init__(self, macid, state_dir, database, worker_user=None, spare=True):
         self.macid = macid
         self.import_base = os.path.join(state_dir, "imports")
         self.import_prefix = "hbc-%d-" % macid
@@ -124,6 +144,10 @@ class Launcher:
         self.user = None
         self.home = None
         self._serial = itertools.count(1)
+        self.use_spare = spare
+        self.spare = None                 # the waiting Spare, if any
+        self._spare_deaths = 0            # spares that died unused, in a row
+        self._spare_not_before = 0.0      # monotonic time: no new spare before
         if worker_user:
             self.set_worker_user(worker_user)
         os.makedirs(self.import_base, mode=0o711, exist_ok=True)
@@ -208,38 +232,156 @@ class Launcher:
         if removed:
             log.info("removed %d import folder(s) of an earlier run", len(removed))
 
-    def start(self, worker):
-        """Spawn ``worker``'s interpreter; sets its process, tag and import folder.
+    @property
+    def _uid(self):
+        return self.user.pw_uid if self.user else None
 
-        Raises BadModule (the document cannot run) or OSError (the device
-        cannot start it now: full disk, no memory, too many processes).
-        """
-        spec = worker.spec
-        uid = self.user.pw_uid if self.user else None
-        import_dir = make_import_dir(self.import_base, self.import_prefix, spec.modules,
-                                     owner_uid=uid)
+    @property
+    def _user_name(self):
+        return self.user.pw_name if self.user else None
+
+    def _new_tag(self):
         # The trailing slash keeps one tag from being the prefix of another.
-        tag = "%s%d/" % (self.run_prefix, next(self._serial))
+        return "%s%d/" % (self.run_prefix, next(self._serial))
+
+    def _environment(self, tag, import_dir):
+        return worker_environment(tag, home=self.home or import_dir, user=self._user_name)
+
+    def _startup(self, spec, import_dir):
+        return {
+            "name": spec.name,
+            "doc_id": spec.doc_id,
+            "rev": spec.rev,
+            "import_dir": import_dir,
+            "main_module": "main",
+            "title": "himbeerecouch: %s [%s]" % (spec.name, spec.doc_id),
+            "supervisor_pid": os.getpid(),
+            "limits": spec.limits,
+            "database": self.database,
+        }
+
+    def start(self, worker):
+        """Start ``worker``: hand it to the spare, or spawn its interpreter.
+
+        Sets its process, tag and import folder.  Raises BadModule (the
+        document cannot run) or OSError (the device cannot start it now:
+        full disk, no memory, too many processes).
+        """
+        if self._start_on_spare(worker):
+            return
+        spec = worker.spec
+        import_dir = make_import_dir(self.import_base, self.import_prefix, spec.modules,
+                                     owner_uid=self._uid)
+        tag = self._new_tag()
         try:
-            env = worker_environment(tag, home=self.home or import_dir,
-                                     user=self.user.pw_name if self.user else None)
-            startup = {
-                "name": spec.name,
-                "doc_id": spec.doc_id,
-                "rev": spec.rev,
-                "import_dir": import_dir,
-                "main_module": "main",
-                "title": "himbeerecouch: %s [%s]" % (spec.name, spec.doc_id),
-                "supervisor_pid": os.getpid(),
-                "limits": spec.limits,
-                "database": self.database,
-            }
-            process = spawn_worker(startup, env, cwd=import_dir,
-                                   user=self.user.pw_name if self.user else None)
+            process = spawn_worker(self._startup(spec, import_dir),
+                                   self._environment(tag, import_dir), cwd=import_dir,
+                                   user=self._user_name)
         except BaseException:
             remove_import_dir(import_dir)
             raise
         worker.process, worker.tag, worker.import_dir = process, tag, import_dir
+        self.keep_spare()
+
+    def _start_on_spare(self, worker):
+        """Hand ``worker``'s document to the spare; False when there is none to use."""
+        spare = self._live_spare()
+        if spare is None:
+            return False
+        try:
+            fill_import_dir(spare.import_dir, worker.spec.modules, owner_uid=self._uid)
+        except BadModule:
+            raise             # nothing written: the spare waits for the next document
+        except BaseException:
+            self._discard_spare()
+            raise
+        self.spare = None
+        try:
+            hand_over(spare.process, self._startup(worker.spec, spare.import_dir))
+        except OSError as e:
+            # Died or stopped since _live_spare() looked: start it cold instead.
+            log.warning("the spare runner (pid %d) could not take a document (%s); "
+                        "starting one", spare.pid, e.strerror or e)
+            self._end_spare(spare)
+            return False
+        self._spare_deaths = 0
+        worker.process, worker.tag, worker.import_dir = spare.process, spare.tag, spare.import_dir
+        self.keep_spare()
+        return True
+
+    def _live_spare(self):
+        """The spare if it still waits; a dead one is ended and cleaned up."""
+        spare = self.spare
+        if spare is not None and spare.process.popen.poll() is not None:
+            log.warning("the spare runner (pid %d) ended unused: %s", spare.pid,
+                        describe_exit(spare.process.popen.returncode))
+            self._discard_spare()
+            self._back_off_spare()
+            spare = None
+        return spare
+
+    def keep_spare(self):
+        """Start a spare if there should be one; return when to look again, or None.
+
+        Call from the main thread (the spare's parent-death signal is tied
+        to it) whenever a child may have ended, and at the returned time.
+        """
+        if not self.use_spare or self._live_spare() is not None:
+            return None
+        now = time.monotonic()
+        if now < self._spare_not_before:
+            return self._spare_not_before
+        try:
+            import_dir = new_import_dir(self.import_base, self.import_prefix,
+                                        owner_uid=self._uid)
+        except OSError as e:
+            return self._spare_failed(e)
+        tag = self._new_tag()
+        try:
+            process = spawn_spare(self._environment(tag, import_dir), cwd=import_dir,
+                                  user=self._user_name)
+        except OSError as e:
+            remove_import_dir(import_dir)
+            return self._spare_failed(e)
+        self.spare = Spare(process, tag, import_dir)
+        return None
+
+    def _spare_failed(self, error):
+        log.warning("cannot start a spare runner: %s", error.strerror or error)
+        return self._back_off_spare()
+
+    def _back_off_spare(self):
+        """A spare that keeps dying (a broken interpreter, a full disk) must
+        not cost a start every loop: wait like a crashing worker."""
+        self._spare_deaths += 1
+        self._spare_not_before = time.monotonic() + backoff_delay(self._spare_deaths)
+        return self._spare_not_before
+
+    def _discard_spare(self):
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            self._end_spare(spare)
+
+    def _end_spare(self, spare):
+        """Kill a spare that will serve no document, reap it, remove its folder.
+
+        It ran no user code, so it started nothing: the one process is all.
+        """
+        spare.process.popen.kill()
+        spare.process.popen.wait()
+        spare.process.close()
+        remove_import_dir(spare.import_dir)
+
+    def set_spare(self, enabled):
+        """Keep a spare from now on, or end the one there is (at stop, on SIGHUP)."""
+        self.use_spare = enabled
+        if not enabled:
+            self._discard_spare()
+
+    def spare_state(self):
+        """What the heartbeat says of the spare: ``{"pid"}`` or None."""
+        spare = self._live_spare() if self.use_spare else None
+        return {"pid": spare.pid} if spare else None
 
     def interrupt(self, worker, signum):
         proctree.signal_worker(worker.pid, signum)

@@ -14,7 +14,7 @@ from ..identity import IdentityError
 
 RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
                 "interface", "state_dir", "stop_timeout", "worker_user", "command_user",
-                "heartbeat_interval", "feed_heartbeat", "answer_discovery", "ca_file")
+                "heartbeat_interval", "feed_heartbeat", "answer_discovery", "ca_file", "spare")
 
 
 def add_parser(sub):
@@ -42,6 +42,9 @@ def add_parser(sub):
                    help="seconds between keep-alive lines of the changes feed (default: 5)")
     p.add_argument("--answer-discovery", action="store_const", const=True, default=None,
                    help="keep answering discovery broadcasts once a server is configured")
+    p.add_argument("--no-spare", dest="spare", action="store_const", const=False, default=None,
+                   help="start every worker's interpreter only when it is needed, keeping "
+                        "no warm spare (saves the spare's memory; reloads are slower)")
     p.add_argument("--discovery-port", type=int, default=53000,
                    help="UDP port of discovery broadcasts (default: %(default)s)")
     p.add_argument("--discovery-address", default="",

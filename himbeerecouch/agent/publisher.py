@@ -137,7 +137,9 @@ class Publisher(threading.Thread):
     def heartbeat_fields(self, fields):
         doc = dict(fields)
         pids = set()
-        for w in doc.get("workers", []):
+        # The spare runner's memory counts too: it is what a reload costs to keep.
+        spare = [doc["spare"]] if doc.get("spare") else []
+        for w in doc.get("workers", []) + spare:
             w["cpu_percent"], w["rss_mb"] = self._meter.measure(w.get("pid"))
             pids.add(w.get("pid"))
         self._meter.forget_except(pids)

@@ -139,7 +139,7 @@ class Supervisor:
         self._lock_device()
         self._install_signals()
         self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
-                                 self.config.worker_user)
+                                 self.config.worker_user, spare=self.config.spare)
         # Before anything runs: a --command-user that cannot be is an error now.
         self.commands = Commands(self.config.server, self.config.database, self.identity,
                                  self.config.state_dir, self.launcher.run_prefix + "commands/",
@@ -175,6 +175,8 @@ class Supervisor:
             self._fire_deadlines()
             if self.dirty:
                 self._reconcile()
+            if not self.quitting:
+                self._keep_spare()
             if self._report:
                 self._report = False
                 self.publisher.submit(self.heartbeat_state())
@@ -182,6 +184,15 @@ class Supervisor:
                 break
         self._shutdown()
         return 0
+
+    def _keep_spare(self):
+        """Replace a spare that was used or died (SIGCHLD woke us), or look again later."""
+        had = self.launcher.spare
+        due = self.launcher.keep_spare()
+        if due is not None:
+            self.deadlines["spare"] = due
+        if self.launcher.spare is not had:
+            self._report = True
 
     def _next_deadline(self):
         times = list(self.deadlines.values())
@@ -231,6 +242,8 @@ class Supervisor:
             w.pending_spec = None
             w.removing = True
             self._retire(w, "the supervisor is stopping")
+        # After the workers' SIGINTs: ending the spare must not delay their stop.
+        self.launcher.set_spare(False)
 
     def _reload(self):
         log.info("SIGHUP: reading the server file and the configuration again")
@@ -240,6 +253,7 @@ class Supervisor:
             log.error("configuration not reloaded: %s", e)
             return
         old, self.config = self.config, new
+        self.launcher.set_spare(new.spare)
         for key in ("worker_user", "command_user"):
             if self.launcher and getattr(new, key) != getattr(old, key):
                 log.warning("--%s changes take effect at the next start of the supervisor",
@@ -505,6 +519,7 @@ class Supervisor:
             "feed": {"connected": self.feed is not None and self.synced and not self._feed_error,
                      "error": self._feed_error},
             "state": "stopping" if self.quitting else "running",
+            "spare": self.launcher.spare_state() if self.launcher else None,
         }
 
     def _changed(self, w):
