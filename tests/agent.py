@@ -114,7 +114,10 @@ class Agent:
                 title = " ".join(filter(None, child.cmdline()))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+            # A child forked but not yet turned into the runner still carries
+            # its parent's title ("himbeerecouch: supervisor ..."): not a worker.
             if (title.startswith(TITLE) and "guardian" not in title
+                    and not title.startswith(TITLE + "supervisor ")
                     and (spare or title != SPARE_TITLE)):
                 found[title] = child
         return found

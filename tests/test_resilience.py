@@ -68,7 +68,8 @@ def start_live(db, device, start_agent, **options):
     agent = start_agent(device, **options)
     agent.wait_line(r"2 code document\(s\) for this device")
     put(db, "c", type=device.macid, name="gamma", code=loop_code("gamma"))
-    agent.wait_line(r"\[gamma\] gamma started")
+    for name in ("alpha", "beta", "gamma"):     # each has printed its line: none is late
+        agent.wait_line(r"\[%s\] %s started" % (name, name))
     return agent, {i: agent.wait_worker(i) for i in "abc"}
 
 

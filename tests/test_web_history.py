@@ -83,8 +83,8 @@ def test_history_plots_the_agents_points_a_gap_and_timelines(site, db, device, s
 
     # A minute later the agent writes again: the crashing worker's timeline
     # shows its backoff, the steady one runs.
-    history_with(db, device, lambda d: "B" in d["workers"].get("crash", {}).get("states", ""),
-                 timeout=90)
+    history_with(db, device, lambda d: "B" in d["workers"].get("crash", {}).get("states", "")
+                 and "R" in d["workers"].get("steady", {}).get("states", ""), timeout=90)
     page.get_by_role("button", name="24 hours").click()
     page.reload()
     expect(page.locator('[data-timeline="crash"] rect[data-state="backoff"]').first)
