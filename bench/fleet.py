@@ -15,25 +15,22 @@ The agents read the server URL from their server file (``--heartbeat-interval
 import statistics
 import time
 
-import psutil
-
 from commands_rt import ResultWatcher, round_trips
-from lab import wait_until
+from lab import server_usage, wait_until
 from proxy import CountingProxy
 
 AGENTS = 50
 
 
 def heartbeat_rates(lab, proxy, cfg, results):
-    server = psutil.Process(lab.server.pid)
     rates, totals, server_cpu = [], [], []
     for _ in range(cfg.fleet_windows):
-        c0, s0, w0 = proxy.snapshot(), server.cpu_times(), time.monotonic()
+        c0, (s0, _), w0 = proxy.snapshot(), server_usage(lab.server.pid), time.monotonic()
         time.sleep(cfg.fleet_window)
-        c1, s1, w1 = proxy.snapshot(), server.cpu_times(), time.monotonic()
+        c1, (s1, _), w1 = proxy.snapshot(), server_usage(lab.server.pid), time.monotonic()
         rates.append((c1["heartbeat"] - c0["heartbeat"]) / (w1 - w0))
         totals.append((c1["total"] - c0["total"]) / (w1 - w0))
-        server_cpu.append(100 * (s1.user + s1.system - s0.user - s0.system) / (w1 - w0))
+        server_cpu.append(100 * (s1 - s0) / (w1 - w0))
     results["fleet_hb_rps"] = statistics.median(rates)
     results["fleet_total_rps"] = statistics.median(totals)
     results["fleet_server_cpu"] = statistics.median(server_cpu)

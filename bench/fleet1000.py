@@ -25,10 +25,8 @@ import sys
 import threading
 import time
 
-import psutil
-
 from commands_rt import ResultWatcher, round_trips
-from lab import wait_until
+from lab import server_usage, wait_until
 
 
 STEPS = (50, 100, 200, 400, 1000)   # fleet sizes, the real agent included
@@ -122,14 +120,6 @@ class Swarms:
                 proc.stdin.close()
         for proc in self.procs:
             proc.wait(30)
-
-
-def server_usage(pid):
-    """(CPU seconds, RSS MB) of the server and its children."""
-    procs = [psutil.Process(pid)]
-    procs += procs[0].children(recursive=True)
-    cpu = sum(p.cpu_times().user + p.cpu_times().system for p in procs)
-    return cpu, sum(p.memory_info().rss for p in procs) / 2**20
 
 
 def window(pid, swarms=None):

@@ -1,8 +1,9 @@
 """``make bench``: how fast and how light the agent is, beside a peer (issue 5).
 
-Starts its own test server (tests/couchserver.py) on 127.0.0.1, runs the
-phases below one after the other on an otherwise idle agent, prints ONE
-table and writes it into bench/RESULTS.md (between the ``bench:`` markers;
+Starts its own test server (tests/couchserver.py) on 127.0.0.1, or uses the
+one ``COUCHDB_URL`` names (``make bench COUCHDB_URL=http://admin:pw@127.0.0.1:5984``:
+Apache CouchDB, for every phase that needs a server), runs the phases below
+one after the other on an otherwise idle agent, prints ONE table and writes it into bench/RESULTS.md (between the ``bench:`` markers;
 the notes outside them are kept).  Everything it starts is ended on the way
 out, also on failure or Ctrl-C.
 
@@ -129,9 +130,11 @@ def machine():
 
 
 def command_line(args):
+    external = "COUCHDB_URL=... " if os.environ.get("COUCHDB_URL") else ""
     if os.environ.get("MAKELEVEL"):
-        return "make bench" + ("" if args.soak == DEFAULT_SOAK else " SOAK=%g" % args.soak)
-    return "python bench/run.py " + " ".join(sys.argv[1:])
+        return external + "make bench" + (
+            "" if args.soak == DEFAULT_SOAK else " SOAK=%g" % args.soak)
+    return external + "python bench/run.py " + " ".join(sys.argv[1:])
 
 
 def main(argv=None):
@@ -153,6 +156,8 @@ def main(argv=None):
     info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results, failures, skipped = {}, {}, {}
     lab = labmod.Lab()
+    results["server"] = lab.server_name
+    say("server: %s" % lab.server_name)
     try:
         fifo = StampFifo(lab.tmp)
         lab.on_close(fifo.close)

@@ -92,6 +92,8 @@ def rows(r, failures, cfg, percentile):
                 "start" % (pair("reload_cold"), ratio("reload_cold"))
                 if has("reload_cold", "bare_start") else "without the spare: not measured")
 
+    add("S", "The server every phase used (its CPU and memory: this process and its "
+        "children)", "server", lambda: r["server"], "-", "-")
     add("1", "Reload latency p50 / p95, PUT of a new revision -> new main() running, "
         "1 doc among 50 workers, warm spare (n=%d)" % cfg.reload_runs, "reload",
         lambda: pair("reload"), "p50 <= 150 ms", lambda: peer + "; " + cold(),
