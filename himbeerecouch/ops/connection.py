@@ -22,6 +22,7 @@ from .. import config as configuration
 from .. import couch
 from ..arguments import DeviceName, add_ca_file_option
 from ..errors import UserError
+from .users import USERS_DB, user_id
 
 PASSWORD_VARIABLE = "HIMBEERECOUCH_PASSWORD"
 
@@ -89,9 +90,13 @@ class Connection:
         self.server = couchdb.Server(self.url, session=self.session)
         if self.user is not None:
             self.server.resource.credentials = (self.user, self.password)
-        self.db = couchdb.Database(self.server.resource(database).url, session=self.session)
-        self.db.resource.credentials = self.server.resource.credentials
+        self.db = self.database_named(database)
         self._name = None
+
+    def database_named(self, name):
+        """A ``couchdb.Database`` for ``name``, on this session and as this user
+        (not contacted here)."""
+        return couchdb.Database(self.server.resource(name), name)
 
     def new_session(self):
         """A new session to the same server, verifying HTTPS as this connection does."""
@@ -151,9 +156,8 @@ class Connection:
 
     def known_device(self, macid):
         """Fails unless ``macid`` has a user or a heartbeat on this server."""
-        user = "org.couchdb.user:%d" % macid
         try:
-            if self.server["_users"].get(user) is not None:
+            if self.server[USERS_DB].get(user_id("%d" % macid)) is not None:
                 return
         except couch.TRANSPORT_ERRORS:
             pass    # not allowed to read _users (an operator): the heartbeat decides

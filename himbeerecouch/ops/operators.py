@@ -16,10 +16,9 @@ import sys
 from ..errors import UserError
 from .connection import Connection, add_admin_arguments, failures, hide_arguments
 from .designdoc import OPERATOR_ROLE
+from .users import USER_PREFIX, USERS_DB, user_id, with_roles
 
 PASSWORD_VARIABLE = "HIMBEERECOUCH_OPERATOR_PASSWORD"
-USERS_DB = "_users"
-USER_PREFIX = "org.couchdb.user:"
 
 
 def add_parser(sub):
@@ -67,21 +66,17 @@ def check_name(name):
 
 
 def add_operator(users, name, password):
-    doc = users.get(USER_PREFIX + name)
+    doc = users.get(user_id(name))
     created = doc is None
-    if created:
-        doc = {"_id": USER_PREFIX + name, "name": name, "type": "user", "roles": []}
-    roles = list(doc.get("roles") or [])
-    if OPERATOR_ROLE not in roles:
-        roles.append(OPERATOR_ROLE)
-    doc["roles"], doc["password"] = roles, password
+    doc, _ = with_roles(doc, name, [OPERATOR_ROLE])
+    doc["password"] = password
     users.save(doc)
     return ("operator %s: created" % name if created
             else "operator %s: role %s, new password" % (name, OPERATOR_ROLE))
 
 
 def remove_operator(users, name):
-    doc = users.get(USER_PREFIX + name)
+    doc = users.get(user_id(name))
     if doc is None or OPERATOR_ROLE not in (doc.get("roles") or []):
         raise UserError("%s is not an operator" % name)
     doc["roles"] = [r for r in doc["roles"] if r != OPERATOR_ROLE]

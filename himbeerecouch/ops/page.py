@@ -51,9 +51,7 @@ def _readable_by_anyone(security):
 
 def ensure_page(conn, page_database=PAGE_DATABASE):
     """Create or update the page database; returns the lines of the report."""
-    db = conn.server.resource(page_database)
-    page_db = couchdb.Database(db.url, session=conn.session)
-    page_db.resource.credentials = conn.server.resource.credentials
+    page_db = conn.database_named(page_database)
     lines = []
     with failures(conn, "creating the page database %s" % page_database):
         try:

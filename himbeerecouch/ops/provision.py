@@ -24,9 +24,7 @@ from ..arguments import DEVICE_HELP, MAC_WITH_COLONS, macid
 from ..errors import UserError
 from . import csp, designdoc, page
 from .connection import Connection, add_admin_arguments, failures, hide_arguments
-
-USERS_DB = "_users"
-
+from .users import USERS_DB, merged_roles, user_id, with_roles
 
 def device_argument(text):
     """``MACID`` or ``MACID:PASSWORD`` -> (macid, password or None); the device
@@ -145,12 +143,8 @@ def ensure_design_document(conn, operator_roles=()):
 
 def _merge_roles(section, roles):
     section = dict(section or {})
-    names = list(section.get("names") or [])
-    have = list(section.get("roles") or [])
-    for role in roles:
-        if role not in have:
-            have.append(role)
-    section["names"], section["roles"] = names, have
+    section["names"] = list(section.get("names") or [])
+    section["roles"], _ = merged_roles(section.get("roles"), roles)
     return section
 
 
@@ -182,23 +176,15 @@ def ensure_device_user(conn, macid, password=None, lab_roles=()):
     """Create or update the user of device ``macid``: the device role, plus
     ``lab_roles`` (the writer role of a lab database), never fewer roles."""
     name = identity.device_user(macid)
-    doc_id = "org.couchdb.user:" + name
     with failures(conn, "reading user %s" % name):
         users = conn.server[USERS_DB]
-        doc = users.get(doc_id)
+        doc = users.get(user_id(name))
     if doc is None and password is None:
         raise UserError("device %d has no user yet: give its password, --device %d:PASSWORD "
                         "(`himbeerecouch credentials` on the device prints it)" % (macid, macid))
-    changed = []
-    if doc is None:
-        doc = {"_id": doc_id, "name": name, "type": "user", "roles": []}
-        changed.append("created")
-    roles = list(doc.get("roles") or [])
-    for role in [designdoc.DEVICE_ROLE] + list(lab_roles):
-        if role not in roles:
-            roles.append(role)
-            changed.append("role %s" % role)
-    doc["roles"] = roles
+    changed = ["created"] if doc is None else []
+    doc, added = with_roles(doc, name, [designdoc.DEVICE_ROLE] + list(lab_roles))
+    changed += ["role %s" % role for role in added]
     with failures(conn, "checking the password of user %s" % name):
         if password is not None and ("created" in changed
                                      or not _password_works(conn, name, password)):
