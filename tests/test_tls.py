@@ -271,6 +271,9 @@ def test_operator_commands_over_https(couch, db, device, start_agent, tls, tmp_p
         assert result.returncode == 0, result.stderr
         return [row for row in json.loads(result.stdout) if row.get("macid") == device.macid]
     wait_for(status, timeout=20, message="the device in status over https")
+    # Managing operators is an operator command too (it has no --database).
+    result = run_cli("operator", "list", admin, "--ca-file", tls.certificates["ca"])
+    assert result.returncode == 0, result.stderr
 
 
 def test_operator_command_with_another_ca_fails_in_one_line(couch, db, tls):

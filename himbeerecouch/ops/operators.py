@@ -98,7 +98,7 @@ def list_operators(users):
 def cmd_operator(args):
     if args.name is not None:
         check_name(args.name)
-    conn = Connection(args.url, args.database)
+    conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch operator %s %s%s" % (args.action, conn.shown,
                                                        " " + args.name if args.name else ""))
     conn.whoami()
