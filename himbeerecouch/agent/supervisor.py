@@ -255,7 +255,7 @@ class Supervisor:
         old, self.config = self.config, new
         self.launcher.set_spare(new.spare)
         for key in ("worker_user", "command_user"):
-            if self.launcher and getattr(new, key) != getattr(old, key):
+            if getattr(new, key) != getattr(old, key):
                 log.warning("--%s changes take effect at the next start of the supervisor",
                             key.replace("_", "-"))
         if new.ca_file != old.ca_file:
