@@ -55,9 +55,7 @@ class DiscoveringAgent(Agent):
             return json.load(f)
 
     def fingerprint(self):
-        """The fingerprint the agent printed at start."""
-        line = self.wait_line(r"fingerprint [0-9a-f]{12} \(of its login secret")
-        return line.split("fingerprint ", 1)[1][:12]
+        return fingerprint_of(self)
 
     def command(self):
         argv = super().command()
@@ -86,6 +84,12 @@ def discovering_agent(couch, db, tmp_path):
     yield start
     for agent in agents:
         agent.close()
+
+
+def fingerprint_of(agent):
+    """The fingerprint an agent printed at start."""
+    line = agent.wait_line(r"fingerprint [0-9a-f]{12} \(of its login secret")
+    return line.split("fingerprint ", 1)[1][:12]
 
 
 def broadcast(url, port, timeout=1.0, **kwargs):
