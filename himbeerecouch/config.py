@@ -47,6 +47,8 @@ class Config:
     nofile: int = None
     answer_discovery: bool = True   # keep answering broadcasts (answers hold no secret)
     discovery_legacy_password: bool = False   # put the legacy password in answers: unsafe
+    discovery_address: str = ""  # where to listen for discovery broadcasts ("": everywhere)
+    discovery_port: int = 53000
     login: str = "auto"          # auto (secret, else legacy), secret, legacy (agent/login.py)
     secret_file: str = None      # default: <state_dir>/secret-<MacID>
     ca_file: str = None          # the lab's CA: HTTPS servers must verify with it
@@ -180,6 +182,8 @@ def load(overrides):
         raise ConfigError("database: must not be empty")
     if config.ca_file:
         config = replace(config, ca_file=usable_ca_file(config.ca_file))
+    if not 0 < config.discovery_port < 65536:
+        raise ConfigError("discovery_port: must be 1..65535")
     if config.login not in LOGIN_MODES:
         raise ConfigError("login: %r is not one of %s" % (config.login, ", ".join(LOGIN_MODES)))
     return config

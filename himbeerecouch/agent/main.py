@@ -18,7 +18,8 @@ from ..identity import IdentityError
 RUN_SETTINGS = ("server", "server_file", "config_file", "database", "macid", "serial",
                 "interface", "state_dir", "stop_timeout", "worker_user", "command_user",
                 "heartbeat_interval", "feed_heartbeat", "answer_discovery", "ca_file", "spare",
-                "login", "secret_file", "discovery_legacy_password")
+                "login", "secret_file", "discovery_legacy_password", "discovery_address",
+                "discovery_port")
 
 log = logging.getLogger("himbeerecouch.agent")
 
@@ -67,9 +68,9 @@ def add_parser(sub):
     p.add_argument("--no-spare", dest="spare", action="store_const", const=False, default=None,
                    help="start every worker's interpreter only when it is needed, keeping "
                         "no warm spare (saves the spare's memory; reloads are slower)")
-    p.add_argument("--discovery-port", type=int, default=53000,
-                   help="UDP port of discovery broadcasts (default: %(default)s)")
-    p.add_argument("--discovery-address", default="",
+    p.add_argument("--discovery-port", type=int,
+                   help="UDP port of discovery broadcasts (default: 53000)")
+    p.add_argument("--discovery-address",
                    help="address to listen on for discovery broadcasts (default: all)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     p.set_defaults(func=cmd_run)
@@ -95,7 +96,7 @@ def cmd_run(args):
     except ImportError:
         pass
     login = _device_login(config, identity)
-    config = _discovery_step(args, config, identity, login, overrides)
+    config = _discovery_step(config, identity, login, overrides)
     if config is None:
         return 0
     supervisor = Supervisor(config, identity, printer, overrides, login=login)
@@ -129,7 +130,7 @@ def _device_login(config, identity):
     return Login(identity, secret, config.login, config.server, config.ca_file)
 
 
-def _discovery_step(args, config, identity, login, overrides):
+def _discovery_step(config, identity, login, overrides):
     """Wait for a discovery broadcast when no server is configured; then keep
     answering them (unless --no-answer-discovery).  None: stopped while waiting."""
     from . import answer
@@ -138,10 +139,11 @@ def _discovery_step(args, config, identity, login, overrides):
         try:
             return answer.Responder(
                 lambda: answer.device_answer(identity, login, config.discovery_legacy_password),
-                args.discovery_address, args.discovery_port, on_adopt=login.adopting)
+                config.discovery_address, config.discovery_port,
+                on_adopt=login.adopting)
         except OSError as e:
             raise UserError("cannot listen for discovery broadcasts on UDP port %d: %s"
-                            % (args.discovery_port, e.strerror or e)) from None
+                            % (config.discovery_port, e.strerror or e)) from None
 
     if config.discovery_legacy_password:
         log.warning("--discovery-legacy-password: every discovery answer holds the legacy "
