@@ -194,7 +194,23 @@ def test_login_takes_the_secret_first_else_the_legacy_password(tmp_path, couch):
 
 
 def test_login_learns_nothing_from_a_server_that_does_not_answer(tmp_path, couch):
+    """And starts with the kind that worked last (kept in the state folder):
+    an offline start must not restart its workers once the server is back."""
     from cli_helpers import free_tcp_port
-    _, _, login = make_login(tmp_path, couch, random_macid())
-    login.retarget("http://127.0.0.1:%d" % free_tcp_port(), None)
+    me, made, login = make_login(tmp_path, couch, random_macid())
+    nowhere = "http://127.0.0.1:%d" % free_tcp_port()
+    login.retarget(nowhere, None)
     assert not login.check() and login.kind == SECRET and login.accepted is None
+    remember = str(tmp_path / ("login-%d.json" % me.macid))
+    try:
+        put_user(couch, me.user, password=me.password)
+        first = Login(me, made, "auto", couch.url, remember=remember)
+        wait_for(first.check, timeout=5, message="the legacy password taken")
+        assert json.loads(open(remember).read()) == {"login": LEGACY}
+        assert made.secret not in open(remember).read()
+        offline = Login(me, made, "auto", nowhere, remember=remember)
+        assert offline.kind == LEGACY and not offline.check() and offline.kind == LEGACY
+        assert Login(me, made, "secret", nowhere, remember=remember).kind == SECRET
+    finally:
+        users = couch.admin["_users"]
+        users.delete(users["org.couchdb.user:" + me.user])

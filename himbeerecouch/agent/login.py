@@ -17,7 +17,12 @@ a minute after the device answered an ``adopt`` broadcast, so that an
 adopted device is on its secret within seconds.  When the answer changes,
 :class:`LoginChanged` goes to the supervisor, which reconnects everything and
 restarts the workers.  The log says which kind it uses, never the password.
+The kind that worked last is kept in the state folder (``login-<MacID>.json``,
+no secret in it): a device that starts while its server cannot be reached
+starts its cached workers with the password that will work, and does not
+restart them when the server is back.
 """
+import json
 import logging
 import threading
 import time
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from .. import config as configuration
 from ..config import LOGIN_MODES
 from .. import couch
+from .cache import write_json
 
 log = logging.getLogger("himbeerecouch.login")
 
@@ -45,7 +51,7 @@ class LoginChanged:
 class Login:
     """The device's user and the password it logs in with now (thread-safe)."""
 
-    def __init__(self, identity, secret, mode="auto", url=None, ca_file=None):
+    def __init__(self, identity, secret, mode="auto", url=None, ca_file=None, remember=None):
         if mode not in LOGIN_MODES:
             raise ValueError("login must be one of %s" % ", ".join(LOGIN_MODES))
         self.macid, self.user = identity.macid, identity.user
@@ -53,6 +59,9 @@ class Login:
         self._secret = secret            # DeviceSecret, or None with login = legacy
         self._legacy = identity.password
         self.kind = LEGACY if mode == LEGACY else SECRET
+        self._remember = remember        # where the kind that worked last is kept
+        if mode == "auto" and self._remembered() == LEGACY:
+            self.kind = LEGACY
         self.accepted = None             # did the server take it, when last asked
         self.generation = 0              # grows with every change of password
         self.url, self.ca_file = url, ca_file
@@ -67,6 +76,13 @@ class Login:
 
     def __repr__(self):       # never the password
         return "Login(user=%s, kind=%s)" % (self.user, self.kind)
+
+    def _remembered(self):
+        try:
+            with open(self._remember) as f:
+                return json.load(f).get("login")
+        except (TypeError, OSError, ValueError, AttributeError):
+            return None      # none kept yet (or unreadable): the default
 
     @property
     def password(self):
@@ -117,8 +133,11 @@ class Login:
                 self.generation += 1
             self.accepted = accepted
         self._say(accepted)
-        if news and accepted and self._post is not None:
-            self._post(LoginChanged(self.kind, changed))
+        if news and accepted:
+            if self._remember and self._remembered() != self.kind:
+                write_json(self._remember, {"login": self.kind}, "the login kind")
+            if self._post is not None:
+                self._post(LoginChanged(self.kind, changed))
         return changed
 
     def _working_kind(self):

@@ -127,7 +127,8 @@ def _device_login(config, identity):
         raise UserError(str(e))
     log.info("device %d: fingerprint %s (of its login secret in %s; `himbeerecouch adopt` "
              "lists it)", identity.macid, secret.fingerprint, path)
-    return Login(identity, secret, config.login, config.server, config.ca_file)
+    remember = os.path.join(config.state_dir, "login-%d.json" % identity.macid)
+    return Login(identity, secret, config.login, config.server, config.ca_file, remember)
 
 
 def _discovery_step(config, identity, login, overrides):
