@@ -122,8 +122,9 @@ def test_a_secret_file_others_could_read_is_closed_and_said(tmp_path, caplog):
     assert "could be read by other users: made it 0600" in caplog.text
 
 
-@pytest.mark.parametrize("content", ["", "not json", "[1]", '{"secret": "ab"}',
-                                     '{"secret": "%s", "salt": "00", "iterations": 1}' % ("a" * 64)])
+@pytest.mark.parametrize("content", [
+    "", "not json", "[1]", '{"secret": "ab"}',
+    '{"secret": "%s", "salt": "00", "iterations": 1}' % ("a" * 64)])
 def test_a_damaged_secret_file_is_a_clear_error_and_stays(tmp_path, content):
     path = tmp_path / "secret-5"
     path.write_text(content)

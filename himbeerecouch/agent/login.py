@@ -60,7 +60,9 @@ class Login:
         self._legacy = identity.password
         self.kind = LEGACY if mode == LEGACY else SECRET
         self._remember = remember        # where the kind that worked last is kept
-        if mode == "auto" and self._remembered() == LEGACY:
+        remembered = self._remembered()
+        self.known = mode == LEGACY or remembered in (SECRET, LEGACY)
+        if mode == "auto" and remembered == LEGACY:
             self.kind = LEGACY
         self.accepted = None             # did the server take it, when last asked
         self.generation = 0              # grows with every change of password

@@ -44,6 +44,7 @@ class Relocation:
     def __init__(self, overrides):
         self.overrides = overrides
         self._said = None
+        self._seen = None       # (revision of the device document, server) last decided on
 
     def _say_once(self, key, level, text, *args):
         if key != self._said:
@@ -61,6 +62,10 @@ class Relocation:
 
     def wanted(self, doc, config):
         """The server to move to now (its URL, written into the server file), or None."""
+        seen = (doc.get("_rev"), config.server)
+        if seen == self._seen:
+            return None         # decided already (every change of the feed asks)
+        self._seen = seen
         url, problem = requested_server(doc)
         here = configuration.redact(config.server)
         if problem:

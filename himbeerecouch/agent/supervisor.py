@@ -30,7 +30,7 @@ from .commands import Commands
 from .devicelock import DeviceLock
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
-from .login import LoginChanged
+from .login import Login, LoginChanged
 from .printer import Message
 from .publisher import Publisher
 from .relocation import SILENT_AFTER, Relocation
@@ -51,7 +51,9 @@ class Supervisor:
         self.config = config
         self.overrides = overrides or {}
         self.identity = identity
-        self.login = login           # agent/login.py: the password every part logs in with
+        # agent/login.py: the password every part logs in with (the legacy
+        # one only, as the old agent, when none is given).
+        self.login = login or Login(identity, None, "legacy", config.server, config.ca_file)
         self.relocation = Relocation(self.overrides)
         self._moved_from = None      # the server it left as its device document asked
         self.macid = identity.macid
@@ -139,10 +141,13 @@ class Supervisor:
         """Supervise until SIGINT or SIGTERM; returns the exit status."""
         self._lock_device()
         self._install_signals()
-        # Which password works, before anything uses one (a server that does
-        # not answer leaves the default: the secret); then at every refusal.
+        # Which password works: the one that worked last, checked at once in
+        # the background; at the first start (none known yet) before anything
+        # uses one, so that nothing starts with the wrong one (a server that
+        # does not answer leaves the default: the secret).  Then at every refusal.
         self.login.retarget(self.config.server, self.config.ca_file)
-        self.login.check()
+        if not self.login.known:
+            self.login.check()
         self.login.start(self.post)
         self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
                                  self.config.worker_user, spare=self.config.spare)
@@ -289,6 +294,8 @@ class Supervisor:
                 self._retire(w, why)
 
     def _on_login(self, event):
+        if self.quitting:
+            return
         if event.changed:
             self._reconnect("the device logs in with its %s now" % event.kind)
         elif self.feed is None or self._feed_error:
