@@ -2,7 +2,7 @@
 
 Each side registers its own sub-commands: the agent (``run``,
 ``credentials``) in :mod:`himbeerecouch.agent`, the operator's tools
-(``provision``, ``operator``, ``discover``, ``push``, ``exec``, ``status``,
+(``provision``, ``operator``, ``discover``, ``adopt``, ``push``, ``exec``, ``status``,
 ``logs``, ``device``, ``rollout``) in :mod:`himbeerecouch.ops`.  Nothing imports this module but the entry points
 (``python -m himbeerecouch`` and the ``himbeerecouch`` script).
 """
@@ -16,7 +16,7 @@ from .errors import run_command
 
 def build_parser():
     from .agent import answer, main as agent_main
-    from .ops import deployments, discover, fleet, monitor, operators, provision
+    from .ops import adopt, deployments, discover, fleet, monitor, operators, provision
 
     parser = argparse.ArgumentParser(
         prog="himbeerecouch",
@@ -30,6 +30,7 @@ def build_parser():
     provision.add_parser(sub)
     operators.add_parser(sub)
     discover.add_parser(sub)
+    adopt.add_parser(sub)
     fleet.add_parsers(sub)
     monitor.add_parsers(sub)
     deployments.add_parsers(sub)
@@ -39,6 +40,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
+    if extras and getattr(args, "take_extras", None):
+        # argparse fills a list of positionals before the options between
+        # them (`adopt URL --timeout 5 MAC`): the command takes the rest.
+        extras = args.take_extras(args, extras)
     if extras:
         # A command may say more (exec: where its program's own options go),
         # with its own usage line.

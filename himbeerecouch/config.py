@@ -20,6 +20,7 @@ DEFAULT_CONFIG_FILE = "/etc/rspby/himbeerecouch.conf"
 DEFAULT_DATABASE = "nedm/raspberries"
 DEFAULT_STATE_DIR = "/var/lib/himbeerecouch"
 SECTION = "himbeerecouch"
+LOGIN_MODES = ("auto", "secret", "legacy")
 
 
 class ConfigError(ValueError):
@@ -44,7 +45,12 @@ class Config:
     memory_mb: int = None        # default limits for every worker
     cpu_seconds: int = None
     nofile: int = None
-    answer_discovery: bool = False
+    answer_discovery: bool = True   # keep answering broadcasts (answers hold no secret)
+    discovery_legacy_password: bool = False   # put the legacy password in answers: unsafe
+    discovery_address: str = ""  # where to listen for discovery broadcasts ("": everywhere)
+    discovery_port: int = 53000
+    login: str = "auto"          # auto (secret, else legacy), secret, legacy (agent/login.py)
+    secret_file: str = None      # default: <state_dir>/secret-<MacID>
     ca_file: str = None          # the lab's CA: HTTPS servers must verify with it
     spare: bool = True           # keep one warm runner interpreter for the next start
     extra: dict = field(default_factory=dict, compare=False)
@@ -149,6 +155,15 @@ def redact(url):
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def without_credentials(url):
+    """``url`` with no user name or password at all (what workers and the
+    discovery answer may see)."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def load(overrides):
     """The configuration: defaults, then the file, then ``overrides`` (non-None values)."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -167,6 +182,10 @@ def load(overrides):
         raise ConfigError("database: must not be empty")
     if config.ca_file:
         config = replace(config, ca_file=usable_ca_file(config.ca_file))
+    if not 0 < config.discovery_port < 65536:
+        raise ConfigError("discovery_port: must be 1..65535")
+    if config.login not in LOGIN_MODES:
+        raise ConfigError("login: %r is not one of %s" % (config.login, ", ".join(LOGIN_MODES)))
     return config
 
 

@@ -103,18 +103,43 @@ def answered(error):
         not isinstance(error, couchdb.http.ServerError)
 
 
-def server_answers(url, timeout=2.0, ca_file=None):
-    """Does the server at ``url`` answer HTTP at all (any status below 500)?
+def silence(url, timeout=2.0, ca_file=None):
+    """Why the server at ``url`` does not answer HTTP, or None when it does
+    (any status below 500).
 
     A cheap probe, without logging in: a 5xx (a proxy whose nodes are all
-    down) counts as not answering.  HTTPS verifies as ``open_database`` does.
+    down) counts as not answering.  HTTPS verifies as ``open_database`` does
+    (a certificate that does not verify: the reason names the server).
     """
     server = couchdb.Server(url, session=verifying_session(timeout, ca_file))
     try:
         server.resource.head("")
-        return True
+        return None
     except TRANSPORT_ERRORS as e:
-        return answered(e)
+        return None if answered(e) else describe(e)
+
+
+def server_answers(url, timeout=2.0, ca_file=None):
+    """Does the server at ``url`` answer HTTP at all (see :func:`silence`)?"""
+    return silence(url, timeout, ca_file) is None
+
+
+def logs_in(url, user, password, timeout=REQUEST_TIMEOUT, ca_file=None):
+    """Does the server at ``url`` take ``password`` for ``user``?  (``_session``
+    with basic auth: True, or False for a refusal; raises TRANSPORT_ERRORS
+    when it does not answer.)"""
+    server = couchdb.Server(url, session=verifying_session(timeout, ca_file))
+    server.resource.credentials = (user, password)
+    try:
+        _, _, info = server.resource.get_json("_session")
+    except couchdb.http.Unauthorized:
+        return False
+    return (info.get("userCtx") or {}).get("name") == user
+
+
+def refused(error):
+    """Did the server refuse the credentials of the request that raised ``error``?"""
+    return isinstance(error, couchdb.http.Unauthorized)
 
 
 def open_database(url, name, user=None, password=None, timeout=REQUEST_TIMEOUT,

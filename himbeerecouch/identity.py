@@ -27,6 +27,11 @@ def macid_from_mac(mac):
         raise IdentityError("not a MAC address: %r" % mac) from None
 
 
+def mac_address(macid):
+    """``202481587074134`` -> ``"b8:27:eb:12:34:56"``."""
+    return ":".join("%02x" % b for b in int(macid).to_bytes(6, "big"))
+
+
 def read_macid(interface=None, sysfs="/sys/class/net"):
     """The MacID of ``interface`` (``eth0`` by default)."""
     interface = interface or DEFAULT_INTERFACE

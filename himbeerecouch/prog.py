@@ -18,21 +18,27 @@ def _arguments(server_file, overrides):
     """The ``himbeerecouch run`` arguments for ``overrides`` (option dest -> value)."""
     parser = _run_parser()
     # argparse has no public list of its options; _actions is stable since 2.7.
-    options = {a.dest: a for a in parser._actions if a.option_strings}
+    actions = [a for a in parser._actions if a.option_strings]
+    options = {a.dest: a for a in actions}
+    # A switch by the value it sets: --answer-discovery (True), --no-spare (False).
+    switches = {(a.dest, a.const): a for a in actions if a.nargs == 0 and a.const is not None}
     del options["help"], options["server_file"]     # server_file is run()'s first argument
     unknown = set(overrides) - set(options)
     if unknown:
         raise TypeError("run() got unknown option(s): %s" % ", ".join(sorted(unknown)))
     argv = ["run", "--server-file", str(server_file)]
     for key, value in sorted(overrides.items()):
-        if value is None or value is False:
+        if value is None:
             continue
         action = options[key]
-        flag = action.option_strings[-1]
         if action.nargs == 0:       # a switch such as --answer-discovery
-            argv.append(flag)
+            switch = switches.get((key, value)) if isinstance(value, bool) else None
+            if switch is None and value is not False:
+                switch = action
+            if switch is not None:
+                argv.append(switch.option_strings[-1])
         else:
-            argv += [flag, str(value)]
+            argv += [action.option_strings[-1], str(value)]
     return argv
 
 

@@ -52,7 +52,10 @@ class Agent:
                 "--server-file", os.path.join(self.state_dir, "server"),
                 "--config", os.path.join(self.state_dir, "himbeerecouch.conf"),
                 "--stop-timeout", str(self.stop_timeout),
-                "--feed-heartbeat", str(self.feed_heartbeat)] + self.args
+                "--feed-heartbeat", str(self.feed_heartbeat),
+                # It answers discovery on loopback only (tests that broadcast
+                # give 127.255.255.255 and a port of their own, after this).
+                "--discovery-address", "127.0.0.1"] + self.args
 
     def start(self):
         os.makedirs(self.state_dir, exist_ok=True)

@@ -49,23 +49,44 @@ def write_file(tmp_path, name, text):
 
 
 # ------------------------------------------------------------------ credentials, help
-def test_credentials_prints_macid_and_password():
-    result = run_cli("credentials", "--macid", "202481587074134", "--serial", "00000000abcdef01",
-                     "--json")
-    assert result.returncode == 0, result.stderr
+def test_credentials_prints_macid_legacy_password_and_fingerprint(tmp_path):
+    """On the device: the legacy password (the old tool's, still what a device
+    not yet adopted logs in with) and, issue 23, the fingerprint of its own
+    secret, never the secret."""
     import hashlib
+    from himbeerecouch.agent import secret as device_secret
+    macid = 202481587074134
+    base = ["credentials", "--macid", str(macid), "--serial", "00000000abcdef01",
+            "--state-dir", tmp_path / "state", "--config", tmp_path / "none.conf"]
     expected = hashlib.sha1(b"20248158707413400000000abcdef01").hexdigest()
-    assert json.loads(result.stdout) == {"MacID": 202481587074134, "password": expected}
-    plain = run_cli("credentials", "--macid", "0xb827eb123456", "--serial", "00000000abcdef01")
+    result = run_cli(*base, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"MacID": macid, "password": expected,
+                                         "fingerprint": None}
+    assert "fingerprint: none yet" in run_cli(*base).stdout
+    assert not (tmp_path / "state").exists()        # it makes no secret itself
+    kept = device_secret.load_or_create(str(tmp_path / "state" / ("secret-%d" % macid)), macid)
+    assert json.loads(run_cli(*base, "--json").stdout)["fingerprint"] == kept.fingerprint
+    plain = run_cli("credentials", "--macid", "0xb827eb123456", *base[3:])
     assert "202481587074134" in plain.stdout and expected in plain.stdout
+    assert "fingerprint: %s" % kept.fingerprint in plain.stdout
+    assert kept.secret not in plain.stdout
+    # Where --secret-file (or secret_file) says; login = legacy has none.
+    elsewhere = device_secret.load_or_create(str(tmp_path / "persistent" / "s"), macid)
+    assert elsewhere.fingerprint != kept.fingerprint
+    result = run_cli(*base, "--secret-file", tmp_path / "persistent" / "s", "--json")
+    assert json.loads(result.stdout)["fingerprint"] == elsewhere.fingerprint
+    (tmp_path / "legacy.conf").write_text("[himbeerecouch]\nlogin = legacy\n")
+    legacy = run_cli(*base[:-2], "--config", tmp_path / "legacy.conf")
+    assert "login = legacy" in legacy.stdout and kept.fingerprint not in legacy.stdout
     err = assert_one_line_error(run_cli("credentials", "--interface", "no-such-if0"))
     assert "no-such-if0" in err
 
 
 def test_every_command_has_help(capsys):
     from himbeerecouch.cli import main
-    for command in ("run", "provision", "discover", "credentials", "push", "exec", "status",
-                    "logs", "device", "rollout"):
+    for command in ("run", "provision", "discover", "adopt", "credentials", "push", "exec",
+                    "status", "logs", "device", "rollout"):
         with pytest.raises(SystemExit) as exit:
             main([command, "--help"])
         assert exit.value.code == 0 and "usage:" in capsys.readouterr().out, command

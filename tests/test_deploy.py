@@ -130,7 +130,7 @@ def test_deploy_installs_into_the_root_and_the_deployed_agent_runs(
     # The deployed agent, run from the root, runs a code document.
     (root / "etc/rspby/himbeerecouch.conf").write_text(
         "[himbeerecouch]\ndatabase = %s\nmacid = %d\nserial = %s\nstate_dir = %s\n"
-        "stop_timeout = 3\nfeed_heartbeat = 1\n"
+        "stop_timeout = 3\nfeed_heartbeat = 1\ndiscovery_address = 127.0.0.1\n"
         % (db.name, device.macid, device.serial, tmp_path / "state"))
     db.admin.save({"_id": "where", "type": device.macid, "name": "where",
                    "code": "import time\nimport himbeerecouch, couchdb\ndef main():\n"
@@ -163,4 +163,21 @@ def test_sysv_service_and_old_agent_warning(tmp_path):
     assert "/etc/supervisor/conf.d/raspberry.conf seems to start the old agent" in result.stdout
     assert "all of them are installed in the root" in result.stdout
     assert "no server file" in result.stdout
+    # Issue 23: where the Pis keep their login secrets, and what to set on a tmpfs.
+    assert "set secret_file in /etc/rspby/himbeerecouch.conf to persistent storage" \
+        in result.stdout
     assert sysconfig.get_paths()["purelib"] not in result.stdout
+
+
+def test_deploy_says_where_the_pis_keep_their_login_secrets(tmp_path):
+    from himbeerecouch.ops.deploy import secret_note
+    root = fake_root(tmp_path / "root")
+    assert "its state folder (/var/lib/himbeerecouch); if that does not survive a reboot" \
+        in secret_note(str(root))
+    conf = root / "etc/rspby/himbeerecouch.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("[himbeerecouch]\nstate_dir = /run/himbeerecouch\n"
+                    "secret_file = /persist/himbeerecouch-secret\n")
+    assert "each Pi keeps its own in /persist/himbeerecouch-secret" in secret_note(str(root))
+    conf.write_text("[himbeerecouch]\nlogin = legacy\n")
+    assert "legacy password only" in secret_note(str(root))

@@ -1,104 +1,88 @@
 """Discovery over UDP with real agents: 127.0.0.1 and 127.255.255.255 only.
 
-An agent with no server waits for a broadcast, answers with its MacID and
-password, writes the server file and runs its code; several agents listen
-on one port at once; junk datagrams are logged and ignored; once it has a
-server an agent answers only with --answer-discovery.  Every test passes
-the broadcast address 127.255.255.255 and a free port explicitly: nothing
-leaves this machine.
+An agent with no server waits for a broadcast, answers it (with no secret:
+its MacID, host name, version, the server it follows and the claim of its
+own login secret), writes the server file and runs its code; several agents
+listen on one port at once; junk datagrams are logged and ignored; a device
+with a CA file takes only an https server that verifies with it.  Once it
+has a server an agent keeps answering (unless --no-answer-discovery) and no
+datagram moves it; its device document on the server it follows does.
+Every test passes the broadcast address 127.255.255.255 and a free port
+explicitly: nothing leaves this machine.
 """
 import inspect
 import json
-import os
+import re
 import signal
 import socket
 
-import psutil
 import pytest
 
-from agent import Agent
 from cli_helpers import assert_one_line_error, free_udp_port, run_cli
 from couchserver import StallingProxy
-from helpers import wait_for
+from discovery_helpers import (CODE, LOOPBACK_BROADCAST, assert_none_in, broadcast,
+                               discovering_agent, secrets_of_device, udp_ports,  # noqa: F401
+                               wait_listening)
+from helpers import put_doc, wait_for
+from test_tls import TlsTerminator, certificates  # noqa: F401 - a fixture
 
 import himbeerecouch
+from himbeerecouch.discovery import fingerprint, make_claim
 from himbeerecouch.ops import discover as discovery
 
-LOOPBACK_BROADCAST = "127.255.255.255"
 
-CODE = """
-import time
-def main():
-    log("%s is running")
-    while not should_quit():
-        time.sleep(0.05)
-"""
-
-
-class DiscoveringAgent(Agent):
-    """`himbeerecouch run` without --server: the server file is all it has."""
-
-    def __init__(self, *args, port, extra=(), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.port = port
-        self.extra = list(extra)
-
-    @property
-    def server_file(self):
-        return os.path.join(self.state_dir, "server")
-
-    def command(self):
-        argv = super().command()
-        at = argv.index("--server")
-        del argv[at:at + 2]
-        return argv + ["--discovery-port", str(self.port),
-                       "--discovery-address", LOOPBACK_BROADCAST] + self.extra
-
-
-@pytest.fixture
-def discovering_agent(couch, db, tmp_path):
-    agents = []
-
-    def start(device, port, extra=(), server=None):
-        state = tmp_path / ("discovering-%d" % len(agents))
-        state.mkdir()
-        if server:
-            (state / "server").write_text(server + "\n")
-        agent = DiscoveringAgent(couch.url, db.name, device, state, port=port, extra=extra)
-        agents.append(agent)
-        return agent.start()
-
-    yield start
-    for agent in agents:
-        agent.close()
-
-
-def broadcast(url, port, timeout=1.0, **kwargs):
-    return discovery.broadcast_message(url, timeout=timeout, address=LOOPBACK_BROADCAST,
-                                       port=port, **kwargs)
+def couch_port(couch):
+    return couch.server.port if couch.server else int(couch.url.rsplit(":", 1)[1])
 
 
 def test_waiting_agent_is_found_writes_the_server_file_and_runs(couch, db, device,
                                                                 discovering_agent):
     db.admin.save({"_id": "found", "type": device.macid, "name": "found",
                    "code": CODE % "found"})
-    port = free_udp_port()
-    agent = discovering_agent(device, port)
-    agent.wait_line(r"waiting for a discovery broadcast on UDP port %d" % port)
-    assert not os.path.exists(agent.server_file)
-    result = run_cli("discover", couch.url, "--address", LOOPBACK_BROADCAST, "--port", port,
-                     "--timeout", "1", "--json")
+    agent = discovering_agent(device)
+    agent.wait_line(r"waiting for a discovery broadcast on UDP port %d" % agent.port)
+    agent.wait_line(r"the first server named is taken \(trust on first use\)")
+    assert not agent.find_lines("server .* written")
+    result = run_cli("discover", couch.url, "--address", LOOPBACK_BROADCAST, "--port",
+                     agent.port, "--timeout", "1", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [(r["ip"], r["MacID"], r["password"]) for r in rows] == [
-        ("127.0.0.1", device.macid, device.password)]
+    assert [(r["ip"], r["MacID"], r["password"], r["fingerprint"]) for r in rows] == [
+        ("127.0.0.1", device.macid, None, agent.fingerprint())]
+    assert rows[0]["server"] is None            # it answered before taking one
     agent.wait_line(r"\[found\] found is running")
-    with open(agent.server_file) as f:
-        assert f.read().strip() == couch.url
+    assert agent.server_in_file() == couch.url
     # Off a Raspberry Pi there is no LED to blink: said once, not more.
     assert len(agent.find_lines(r"not blinking the LED on GPIO 16")) == 1
-    # Once it has its server it no longer listens (no --answer-discovery).
-    wait_for(lambda: not udp_ports(agent.pid), message="discovery socket closed")
+    # It keeps answering, now naming the server it follows.
+    wait_listening(agent)
+    answers = broadcast(couch.url, agent.port)
+    assert [a["server"] for a in answers.values()] == [couch.url]
+
+
+def test_the_answer_holds_no_secret_but_the_claim_of_its_own(couch, db, device,
+                                                             discovering_agent):
+    agent = discovering_agent(device, server=couch.url)
+    agent.wait_line(r"following .* on ")
+    wait_listening(agent)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        s.sendto(json.dumps({"server": couch.url}).encode(), (LOOPBACK_BROADCAST, agent.port))
+        raw, _ = s.recvfrom(65536)
+    answer = json.loads(raw)
+    kept = agent.secret()
+    assert_none_in(secrets_of_device(device, kept["secret"]), raw.decode(), "the answer")
+    assert "password" not in answer
+    assert set(answer) == {"MacID", "hostname", "version", "server", "fingerprint", "claim"}
+    assert answer["MacID"] == device.macid and answer["server"] == couch.url
+    assert answer["version"] == himbeerecouch.__version__ and answer["hostname"]
+    # The claim is what CouchDB keeps for the secret; the fingerprint names it.
+    assert answer["claim"] == make_claim(kept["secret"], kept["salt"], kept["iterations"])
+    assert answer["claim"]["pbkdf2_prf"] == "sha" and len(kept["secret"]) == 64
+    assert answer["fingerprint"] == fingerprint(device.macid, answer["claim"]) \
+        == agent.fingerprint()
 
 
 def test_several_agents_listen_on_one_port(couch, db, make_device, discovering_agent):
@@ -109,16 +93,16 @@ def test_several_agents_listen_on_one_port(couch, db, make_device, discovering_a
         agent.wait_line(r"waiting for a discovery broadcast")
     answers = broadcast(couch.url, port)
     assert sorted(a["MacID"] for a in answers.values()) == sorted(d.macid for d in devices)
-    assert {a["MacID"]: a["password"] for a in answers.values()} == {
-        d.macid: d.password for d in devices}
+    assert {a["MacID"]: a["fingerprint"] for a in answers.values()} == {
+        agent.macid: agent.fingerprint() for agent in agents}
     assert all(ip == "127.0.0.1" for ip, _ in answers)
     for agent in agents:
-        agent.wait_line(r"following .* on %s" % couch.url.replace(".", r"\."))
+        agent.wait_line(r"following .* on %s" % re.escape(couch.url))
 
 
 def test_junk_datagrams_are_logged_and_ignored(couch, db, device, discovering_agent):
-    port = free_udp_port()
-    agent = discovering_agent(device, port)
+    agent = discovering_agent(device)
+    port = agent.port
     agent.wait_line(r"waiting for a discovery broadcast")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -130,46 +114,138 @@ def test_junk_datagrams_are_logged_and_ignored(couch, db, device, discovering_ag
     answers = broadcast("not a url", port)
     assert [a["MacID"] for a in answers.values()] == [device.macid]
     agent.wait_line(r"names no usable server")
-    assert not os.path.exists(agent.server_file)
+    assert not agent.find_lines("server .* written")
     answers = broadcast(couch.url, port)
     assert [a["MacID"] for a in answers.values()] == [device.macid]
-    agent.wait_line(r"following .* on %s" % couch.url.replace(".", r"\."))
+    agent.wait_line(r"following .* on %s" % re.escape(couch.url))
     assert agent.proc.poll() is None
     assert "Traceback" not in agent.output()
 
 
-def test_answer_discovery_keeps_answering_and_follows_a_new_server(couch, db, device,
-                                                                   discovering_agent):
+def test_no_datagram_moves_a_configured_device(couch, db, device, make_device,
+                                               discovering_agent, start_agent):
+    """Issue 23: a broadcast naming another server once switched a device
+    that followed its server file.  Now it answers and stays."""
     db.admin.save({"_id": "k", "type": device.macid, "name": "kept", "code": CODE % "kept"})
-    port = free_udp_port()
-    with StallingProxy(couch.server.port if couch.server else int(couch.url.rsplit(":", 1)[1])) \
-            as proxy:
-        agent = discovering_agent(device, port, extra=["--answer-discovery"], server=couch.url)
+    with StallingProxy(couch_port(couch)) as other:
+        agent = discovering_agent(device, server=couch.url)
         agent.wait_line(r"\[kept\] kept is running")
-        wait_for(lambda: port in udp_ports(agent.pid), message="answering socket")
-        answers = broadcast(couch.url, port)
-        assert [a["MacID"] for a in answers.values()] == [device.macid]
+        wait_listening(agent)
         mark = agent.mark()
-        answers = broadcast(proxy.url, port)
-        assert [a["MacID"] for a in answers.values()] == [device.macid]
-        agent.wait_line(r"switching to it", after=mark)
-        agent.wait_line(r"following .* on %s" % proxy.url.replace(".", r"\."), after=mark)
-        with open(agent.server_file) as f:
-            assert f.read().strip() == proxy.url
+        for message in ({"server": other.url}, {"server": other.url, "adopt": True}):
+            answers = broadcast(None, agent.port, send_data=message)
+            assert [(a["MacID"], a["server"]) for a in answers.values()] == [
+                (device.macid, couch.url)]
+        agent.wait_line(r"a broadcast from 127\.0\.0\.1 names server %s; staying with %s"
+                        % (re.escape(other.url), re.escape(couch.url)), after=mark)
+        assert agent.server_in_file() == couch.url
+        # Still following the old server: a change there reaches it.
+        put_doc(db.admin, "k", type=device.macid, name="kept", code=CODE % "still here")
+        agent.wait_line(r"\[kept\] still here is running", after=mark)
+        assert agent.server_in_file() == couch.url
+        assert not agent.find_lines(r"following .* on %s" % re.escape(other.url))
         assert agent.stop() == 0
+        # A device given --server answers and stays too.
+        port = free_udp_port()
+        given = start_agent(make_device(), args=["--discovery-port", str(port),
+                                                 "--discovery-address", LOOPBACK_BROADCAST])
+        wait_for(lambda: port in udp_ports(given.pid), message="answering socket")
+        answers = broadcast(other.url, port)
+        assert [a["server"] for a in answers.values()] == [couch.url]
+        given.wait_line(r"names server %s; staying with" % re.escape(other.url))
+        assert not given.find_lines(r"following .* on %s" % re.escape(other.url))
 
 
-def test_no_answer_once_configured_without_the_option(couch, db, device, start_agent):
+def test_the_device_document_moves_a_device_that_follows_its_server_file(
+        couch, db, device, discovering_agent, start_agent):
+    """What moves a device is the server it trusts: its device document there."""
+    db.admin.save({"_id": "k", "type": device.macid, "name": "kept", "code": CODE % "kept"})
+    with StallingProxy(couch_port(couch)) as other:
+        agent = discovering_agent(device, server=couch.url)
+        agent.wait_line(r"\[kept\] kept is running")
+        mark = agent.mark()
+        result = run_cli("device", "set", couch.admin_url, "--database", db.name,
+                         device.macid, "--server", other.url)
+        assert result.returncode == 0, result.stderr
+        assert "moves to %s" % other.url in result.stdout
+        agent.wait_line(r"moving to %s, as its device document on %s asks"
+                        % (re.escape(other.url), re.escape(couch.url)), after=mark)
+        agent.wait_line(r"following .* on %s" % re.escape(other.url), after=mark)
+        assert agent.server_in_file() == other.url
+        # Its workers restart, to reach the database there.
+        agent.wait_line(r"kept: STOPPING -> STOPPED", after=mark)
+        agent.wait_line(r"\[kept\] kept is running", after=mark)
+        hb = wait_for(lambda: (db.admin.get("%d_heartbeat" % device.macid) or {}).get("server")
+                      == other.url and db.admin["%d_heartbeat" % device.macid],
+                      timeout=20, message="a heartbeat naming the new server")
+        assert hb["login"] == "legacy"
+        assert agent.stop() == 0
+        # Given --server, the device stays, and says so.
+        given = start_agent(device, args=["--no-answer-discovery"])
+        given.wait_line(r"the device document asks to move to %s; staying with %s \(given by "
+                        r"--server" % (re.escape(other.url), re.escape(couch.url)))
+        assert given.find_lines(r"following .* on %s" % re.escape(couch.url))
+    err = assert_one_line_error(run_cli("device", "set", couch.admin_url, "--database", db.name,
+                                        device.macid, "--server", "http://u:pw@h:1"), "pw@")
+    assert "without user name and password" in err
+
+
+def test_no_answer_with_no_answer_discovery(couch, db, device, start_agent):
     port = free_udp_port()
-    agent = start_agent(device, args=["--discovery-port", str(port),
+    agent = start_agent(device, args=["--discovery-port", str(port), "--no-answer-discovery",
                                       "--discovery-address", LOOPBACK_BROADCAST])
     agent.wait_line(r"supervisor of device \d+ started")
     assert port not in udp_ports(agent.pid)
-    assert not agent.find_lines("discovery")
+    assert not broadcast(couch.url, port, timeout=0.5)
+    assert not agent.find_lines("broadcast")
+
+
+def test_legacy_password_in_answers_only_when_asked_for(couch, db, device, discovering_agent):
+    agent = discovering_agent(device, server=couch.url, extra=["--discovery-legacy-password"])
+    agent.wait_line(r"--discovery-legacy-password: every discovery answer holds the legacy "
+                    r"password")
+    wait_listening(agent)
+    answers = broadcast(couch.url, agent.port)
+    assert [(a["MacID"], a["password"]) for a in answers.values()] == [
+        (device.macid, device.password)]
+    assert device.password not in agent.output()
+
+
+def test_with_a_ca_file_only_a_verified_https_server_is_taken(couch, db, device, certificates,
+                                                              discovering_agent):
+    db.admin.save({"_id": "tls", "type": device.macid, "name": "tls", "code": CODE % "tls"})
+    agent = discovering_agent(device, extra=["--ca-file", certificates["ca"]])
+    agent.wait_line(r"only an https server that verifies with %s is taken"
+                    % re.escape(certificates["ca"]))
+    broadcast(couch.url, agent.port)
+    agent.wait_line(r"not taking server %s from the broadcast of 127\.0\.0\.1: it is not "
+                    r"https" % re.escape(couch.url))
+    good = TlsTerminator(("127.0.0.1", couch_port(couch)), certificates["cert"],
+                         certificates["key"])
+    try:
+        # An https server whose certificate the CA did not sign (it signed itself).
+        other = TlsTerminator(("127.0.0.1", couch_port(couch)), certificates["other_ca"],
+                              certificates["other_ca"][:-len(".pem")] + ".key")
+        try:
+            broadcast(other.url, agent.port)
+            agent.wait_line(r"not taking server %s .*certificate does not verify with %s"
+                            % (re.escape(other.url), re.escape(certificates["ca"])))
+        finally:
+            other.close()
+        assert not agent.find_lines("server .* written")
+        assert agent.proc.poll() is None
+        broadcast(good.url, agent.port)
+        agent.wait_line(r"server %s \(from the broadcast of 127\.0\.0\.1\) written"
+                        % re.escape(good.url))
+        agent.wait_line(r"\[tls\] tls is running")
+        assert agent.server_in_file() == good.url
+        assert agent.stop() == 0
+    finally:
+        good.close()
 
 
 def test_sigint_while_waiting_exits_cleanly(couch, db, device, discovering_agent):
-    agent = discovering_agent(device, free_udp_port())
+    agent = discovering_agent(device)
     agent.wait_line(r"waiting for a discovery broadcast")
     assert agent.stop(signal.SIGINT, timeout=10) == 0
     assert agent.find_lines(r"SIGINT while waiting for a discovery broadcast")
@@ -205,11 +281,3 @@ def test_discover_command_errors_and_defaults(couch):
     assert params["address"].default == "<broadcast>" and params["port"].default == 53000
     with pytest.raises(ValueError):
         broadcast("", free_udp_port(), send_data={"x": "y" * 70000})
-
-
-def udp_ports(pid):
-    try:
-        conns = psutil.Process(pid).net_connections(kind="udp")
-    except psutil.NoSuchProcess:
-        return set()
-    return {c.laddr.port for c in conns}

@@ -40,7 +40,7 @@ def test_prog_run_runs_the_agent_from_the_server_file(tmp_path, couch, db, devic
     overrides.write_text(json.dumps({
         "macid": device.macid, "serial": device.serial, "database": db.name,
         "state_dir": str(tmp_path / "state"), "config_file": str(tmp_path / "none.conf"),
-        "stop_timeout": 3, "feed_heartbeat": 1}))
+        "stop_timeout": 3, "feed_heartbeat": 1, "discovery_address": "127.0.0.1"}))
     agent = OldEntryAgent(couch.url, db.name, device, tmp_path / "state",
                           server_file=server_file, overrides_file=overrides)
     try:

@@ -388,10 +388,12 @@ def test_only_operators_write_device_and_group_documents(fleet):
     assert fleet.op.put("%d_device" % a, dict(device_doc, created_by=fleet.op_name))[0] == 201
     assert fleet.dev_a.edit("%d_device" % a, tags=["everything"])[0] == 403
     # A device document says which device it is, and holds tags as strings.
+    # Issue 23: its server (where the device moves) is an http(s) URL without credentials.
     for bad in ({"macid": a}, {"macid": str(b)}, {"type": "devices"}, {"tags": "magnetometer"},
-                {"tags": [1]}, {"name": 3}):
+                {"tags": [1]}, {"name": 3}, {"server": 5}, {"server": "ftp://couch.lab"},
+                {"server": "http://admin:pw@couch.lab:5984"}, {"server": "https://"}):
         status, body = fleet.op.put("%d_device" % b, dict(device_doc, macid=b,
                                                           created_by=fleet.op_name) | bad)
         assert status == 403, (bad, body)
-    assert fleet.op.put("%d_device" % b, dict(device_doc, macid=b,
-                                              created_by=fleet.op_name))[0] == 201
+    assert fleet.op.put("%d_device" % b, dict(device_doc, macid=b, created_by=fleet.op_name,
+                                              server="https://couch2.lab:6984"))[0] == 201

@@ -34,7 +34,7 @@ def agent_files(tmp_path, couch, db, device):
     (rspby / "server").write_text(couch.url + "\n")
     (rspby / "himbeerecouch.conf").write_text(
         "[himbeerecouch]\ndatabase = %s\nmacid = %d\nserial = %s\nstate_dir = %s\n"
-        "stop_timeout = 3\nfeed_heartbeat = 1\n"
+        "stop_timeout = 3\nfeed_heartbeat = 1\ndiscovery_address = 127.0.0.1\n"
         % (db.name, device.macid, device.serial, tmp_path / "state"))
     os.chmod(rspby / "himbeerecouch.conf", 0o600)
     (tmp_path / "log").mkdir()

@@ -302,6 +302,7 @@ class TestConfig:
         ("feed_heartbeat = 0", "feed_heartbeat: must be positive"),
         ("heartbeat_interval = 0", "heartbeat_interval: must be positive"),
         ("answer_discovery = maybe", "answer_discovery"),
+        ("discovery_legacy_password = perhaps", "discovery_legacy_password"),
         ("colour = blue", "unknown setting 'colour'"),
         ("server = ftp://x", "server URL must look like http://host:5984"),
         ("server = http://u:secret@host:notaport", "port"),
@@ -313,6 +314,15 @@ class TestConfig:
             config.load(files)
         assert words in str(info.value)
         assert "secret" not in str(info.value)
+
+    def test_login_is_one_of_three(self, tmp_path):
+        files = self.files(tmp_path, "[himbeerecouch]\nlogin = maybe\n")
+        with pytest.raises(config.ConfigError, match="login: 'maybe' is not one of auto, "
+                                                     "secret, legacy"):
+            config.load(files)
+        defaults = config.load(self.files(tmp_path, ""))
+        assert defaults.login == "auto" and defaults.answer_discovery is True
+        assert defaults.discovery_legacy_password is False and defaults.secret_file is None
 
     def test_bad_command_line_values(self, tmp_path):
         files = self.files(tmp_path)

@@ -121,6 +121,10 @@ def explain(server, folder, password, agent_command):
     say("  %s push %s --device %s --name 'demo ticker' --code %s --module helper=%s"
         % (cli, url, MAC, shlex.quote(os.path.join(folder, "ticker.py")),
            shlex.quote(os.path.join(folder, "helper.py"))))
+    say("demo: the demo device logs in with the legacy password; give it a secret of its own")
+    say("demo: (it answers on 127.0.0.1 only):")
+    say("  %s adopt \"$(cat %s)\" --address 127.0.0.1 %s"
+        % (cli, shlex.quote(os.path.join(folder, "admin-url")), MAC))
     if agent_command:
         say("demo: run the agent of the demo device against it:")
         say("  " + " ".join(shlex.quote(a) for a in agent_command))
@@ -131,7 +135,8 @@ def agent_arguments(server, folder):
     return ["run", "--server", server.url, "--database", DATABASE, "--macid", str(MACID),
             "--serial", SERIAL, "--state-dir", os.path.join(folder, "state"),
             "--server-file", os.path.join(folder, "server"),
-            "--config", os.path.join(folder, "himbeerecouch.conf")]
+            "--config", os.path.join(folder, "himbeerecouch.conf"),
+            "--discovery-address", "127.0.0.1"]       # found on this machine only
 
 
 def main(argv=None):

@@ -41,7 +41,7 @@ def write_json(path, data, what):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         done = True
-        _sync_folder(folder)
+        sync_folder(folder)
         return True
     except (OSError, ValueError, TypeError) as e:
         # TypeError: something in docs is not JSON (json.dump fails half-way).
@@ -56,7 +56,7 @@ def write_json(path, data, what):
                 pass
 
 
-def _sync_folder(folder):
+def sync_folder(folder):
     """Make the rename itself survive a power cut (the Pi's SD card)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

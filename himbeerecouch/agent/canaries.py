@@ -23,10 +23,10 @@ class CanaryReports:
 
 
 class CanaryWatcher(threading.Thread):
-    def __init__(self, post, url, database, user, password, period, ca_file=None):
+    def __init__(self, post, url, database, login, period, ca_file=None):
         super().__init__(name="canaries", daemon=True)
         self.post = post
-        self.url, self.database, self.user, self.password = url, database, user, password
+        self.url, self.database, self.login = url, database, login
         self.period, self.ca_file = max(1.0, period), ca_file
         self._watch = frozenset()
         self._wake = threading.Event()
@@ -45,7 +45,7 @@ class CanaryWatcher(threading.Thread):
         self._wake.set()
 
     def run(self):
-        db = None
+        db, generation = None, None
         while not self._stopping.is_set():
             macids = self._watch
             if not macids:
@@ -53,9 +53,10 @@ class CanaryWatcher(threading.Thread):
                 self._wake.clear()
                 continue
             try:
-                if db is None:
-                    db = couch.open_database(self.url, self.database, self.user,
-                                             self.password, ca_file=self.ca_file)
+                if db is None or generation != self.login.generation:
+                    generation = self.login.generation
+                    db = couch.open_database(self.url, self.database, self.login.user,
+                                             self.login.password, ca_file=self.ca_file)
                 rows = db.view("_all_docs", keys=["%s_heartbeat" % m for m in sorted(macids)],
                                include_docs=True)
                 found = {row.key.rsplit("_", 1)[0]: row.doc for row in rows}
@@ -63,6 +64,7 @@ class CanaryWatcher(threading.Thread):
                 self._said = None
             except couch.TRANSPORT_ERRORS as e:
                 db = None
+                self.login.saw(e)
                 if self._said != couch.describe(e):
                     self._said = couch.describe(e)
                     log.warning("cannot read the canaries' heartbeats: %s", self._said)

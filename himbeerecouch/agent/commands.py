@@ -98,15 +98,16 @@ class Capture(threading.Thread):
 class Commands:
     """The command executor of one supervisor."""
 
-    def __init__(self, url, database, identity, state_dir, tag_prefix, max_parallel=MAX_PARALLEL,
+    def __init__(self, url, database, login, state_dir, tag_prefix, max_parallel=MAX_PARALLEL,
                  ca_file=None, user=None):
-        self.url, self.database, self.identity = url, database, identity
+        # login (agent/login.py): who it writes as, and how
+        self.url, self.database, self.login = url, database, login
         self.ca_file = ca_file
         # Commands run as the supervisor's user (root on a Pi), or as --command-user.
         self.user = other_user(user, "command user", "--command-user").pw_name if user else None
         self.tag_prefix = tag_prefix
         self.run_token = secrets.token_hex(8)
-        self.results_dir = os.path.join(state_dir, "results-%d" % identity.macid)
+        self.results_dir = os.path.join(state_dir, "results-%d" % login.macid)
         os.makedirs(self.results_dir, mode=0o700, exist_ok=True)
         self._queue = queue.Queue()
         self._seen = set()
@@ -158,10 +159,10 @@ class Commands:
 
     def _db(self):
         """This thread's connection (kept: a new one per request costs a handshake)."""
-        key = (self.url, self.database)
+        key = (self.url, self.database, self.login.generation)
         if getattr(self._local, "key", None) != key:
-            self._local.db = couch.open_database(self.url, self.database, self.identity.user,
-                                                 self.identity.password, ca_file=self.ca_file)
+            self._local.db = couch.open_database(self.url, self.database, self.login.user,
+                                                 self.login.password, ca_file=self.ca_file)
             self._local.key = key
         return self._local.db
 
@@ -206,7 +207,7 @@ class Commands:
             return None
         if "_rev" not in doc:
             return None         # deleted before we got to it
-        doc.update(claimed_at=iso(time.time()), claimed_by=self.identity.user,
+        doc.update(claimed_at=iso(time.time()), claimed_by=self.login.user,
                    claimed_run=self.run_token)
         return doc
 
@@ -324,6 +325,7 @@ class Commands:
             except couch.TRANSPORT_ERRORS + (couch.CouchError,) as e:
                 if self._stopping:
                     return False, None
+                self.login.saw(e)
                 self._outage.failed("%s: %s" % (what % doc_id, couch.describe(e)))
                 time.sleep(delay)
                 delay = min(delay * 2, 60.0)

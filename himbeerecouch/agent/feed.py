@@ -68,12 +68,12 @@ def device_selector(macid, tags=()):
 class Feed(threading.Thread):
     """The thread that follows the ``_changes`` feed of one database for one device."""
 
-    def __init__(self, post, url, database, user, password, macid, heartbeat=5.0,
+    def __init__(self, post, url, database, login, macid, heartbeat=5.0,
                  ca_file=None, tags=()):
         super().__init__(name="feed", daemon=True)
         self.post = post
         self.url, self.database = url, database
-        self.user, self.password = user, password
+        self.login = login           # agent/login.py: who it logs in as, and how
         self.macid = macid
         self.tags = tuple(tags)      # the selector passes the group documents of these
         self.heartbeat = heartbeat
@@ -100,6 +100,7 @@ class Feed(threading.Thread):
                 error = "the server closed the changes feed"
             except couch.TRANSPORT_ERRORS as e:
                 error = couch.describe(e)
+                self.login.saw(e)
                 # The server answered and refused (a wrong password, a missing
                 # database): its coming "back" cannot change that.
                 unreachable = not couch.answered(e)
@@ -139,8 +140,8 @@ class Feed(threading.Thread):
 
     def _follow(self):
         self._connected = False
-        db = couch.open_database(self.url, self.database, self.user, self.password,
-                                 ca_file=self.ca_file)
+        user, password = self.login.user, self.login.password
+        db = couch.open_database(self.url, self.database, user, password, ca_file=self.ca_file)
         selector = device_selector(self.macid, self.tags)
         # The full list first, after every reconnection: whatever changed
         # while we were away is in it, deletions included.
@@ -164,7 +165,7 @@ class Feed(threading.Thread):
         # A separate session whose socket timeout is three heartbeat periods:
         # the client skips heartbeat lines, so a feed that goes quiet without
         # closing is noticed only through this timeout.
-        feed_db = couch.open_database(self.url, self.database, self.user, self.password,
+        feed_db = couch.open_database(self.url, self.database, user, password,
                                       timeout=3 * self.heartbeat, ca_file=self.ca_file)
         while True:
             try:

@@ -43,19 +43,20 @@ def rfc1123(t=None):
 
 
 class Publisher(threading.Thread):
-    def __init__(self, url, database, identity, interval, state_dir, interface=None,
+    def __init__(self, url, database, login, interval, state_dir, interface=None,
                  ca_file=None):
         super().__init__(name="publisher", daemon=True)
-        self.identity = identity
+        self.login = login            # agent/login.py: who it writes as, and how
         self.url, self.database = url, database
         self.ca_file = ca_file
         self.interval = interval
         self.state_dir, self.interface = state_dir, interface
-        self.history = History(identity.macid, identity.user)
-        self.logbook = Logbook(identity.macid, LogArchive(identity.macid, identity.user))
-        self.heartbeat_id = "%d_heartbeat" % identity.macid
+        self.history = History(login.macid, login.user)
+        self.logbook = Logbook(login.macid, LogArchive(login.macid, login.user))
+        self.heartbeat_id = "%d_heartbeat" % login.macid
         self.started = time.time()
         self._db = None
+        self._db_generation = None    # the login's, when _db was made
         self._fields = None
         self._changed = False
         self._lock = threading.Lock()
@@ -123,13 +124,15 @@ class Publisher(threading.Thread):
             self._wake.clear()
 
     def _database(self):
-        if self._db is None:
-            self._db = couch.open_database(self.url, self.database, self.identity.user,
-                                           self.identity.password, timeout=10,
+        if self._db is None or self._db_generation != self.login.generation:
+            self._db_generation = self.login.generation
+            self._db = couch.open_database(self.url, self.database, self.login.user,
+                                           self.login.password, timeout=10,
                                            ca_file=self.ca_file)
         return self._db
 
     def _failed(self, what, error):
+        self.login.saw(error)
         self._outage.failed("%s: %s" % (what, couch.describe(error)))
         return False
 
@@ -146,7 +149,7 @@ class Publisher(threading.Thread):
         doc.update(device_info(self.state_dir))
         doc.update({
             "type": "heartbeat",
-            "macid": self.identity.macid,
+            "macid": self.login.macid,
             "ip": ip_address(self.interface, self.url),
             "version": __version__,
             "uptime": int(time.time() - self.started),
@@ -195,7 +198,7 @@ class Publisher(threading.Thread):
 
     def _save_with_device_clock(self, db, doc):
         doc = dict(doc, timestamp=rfc1123(), timestamp_source="device",
-                   created_by=self.identity.user)
+                   created_by=self.login.user)
         self._save(db, self.heartbeat_id, doc)
 
     def _ok(self):
@@ -209,7 +212,7 @@ class Publisher(threading.Thread):
         wrote (and merged their fields into) is the base of the next write.
         """
         def merge(doc):
-            created_by = doc.get("created_by", self.identity.user)
+            created_by = doc.get("created_by", self.login.user)
             doc.update(fields)
             doc["created_by"] = created_by      # may never change
             return doc
@@ -236,8 +239,8 @@ class Publisher(threading.Thread):
             db = self._database()
             for worker_doc_id, fields, count in pending:
                 doc_id = self.logbook.doc_id(worker_doc_id)
-                fields = dict(fields, type="%d_log" % self.identity.macid, doc_id=worker_doc_id,
-                              created_by=self.identity.user, updated_at=iso(time.time()))
+                fields = dict(fields, type="%d_log" % self.login.macid, doc_id=worker_doc_id,
+                              created_by=self.login.user, updated_at=iso(time.time()))
                 self._save(db, doc_id, fields)
                 self.logbook.written(worker_doc_id, count)
                 said = self._dropped_said.get(worker_doc_id, 0)

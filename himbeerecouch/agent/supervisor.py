@@ -17,7 +17,6 @@ import sys
 import time
 import traceback
 from dataclasses import replace
-from urllib.parse import urlsplit, urlunsplit
 
 from .. import config as configuration
 from ..documents import is_code_document, is_command_document, wanted_workers
@@ -31,8 +30,10 @@ from .commands import Commands
 from .devicelock import DeviceLock
 from .feed import Changed, Feed, FeedDown, Snapshot
 from .launcher import Launcher
+from .login import Login, LoginChanged
 from .printer import Message
 from .publisher import Publisher
+from .relocation import SILENT_AFTER, Relocation
 from .revisions import Revisions, revisions_path
 from .streams import WorkerStreams
 from .worker import ACTIVE, State, Worker, after_exit, backoff_delay, describe_exit
@@ -46,10 +47,15 @@ CACHE_RETRY = 10.0      # a cache write that failed (a full disk) is tried again
 
 
 class Supervisor:
-    def __init__(self, config, identity, printer, overrides=None):
+    def __init__(self, config, identity, printer, overrides=None, login=None):
         self.config = config
         self.overrides = overrides or {}
         self.identity = identity
+        # agent/login.py: the password every part logs in with (the legacy
+        # one only, as the old agent, when none is given).
+        self.login = login or Login(identity, None, "legacy", config.server, config.ca_file)
+        self.relocation = Relocation(self.overrides)
+        self._moved_from = None      # the server it left as its device document asked
         self.macid = identity.macid
         self.printer = printer
         self.workers = {}            # doc id -> Worker
@@ -87,12 +93,9 @@ class Supervisor:
     def _database_info(self):
         # Workers log in as the device: credentials written into the server
         # URL (an admin's, say) are not for user code to see.
-        url = self.config.server
-        if url:
-            parts = urlsplit(url)
-            url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        return {"url": url, "name": self.config.database, "ca_file": self.config.ca_file,
-                "user": self.identity.user, "password": self.identity.password}
+        return {"url": configuration.without_credentials(self.config.server),
+                "name": self.config.database, "ca_file": self.config.ca_file,
+                "user": self.login.user, "password": self.login.password}
 
     def _lock_device(self):
         """One agent per device on this machine: refuse when another one runs."""
@@ -126,7 +129,7 @@ class Supervisor:
                       self.config.server_file)
             return
         self.feed = Feed(self.post, self.config.server, self.config.database,
-                         self.identity.user, self.identity.password, self.macid,
+                         self.login, self.macid,
                          heartbeat=self.config.feed_heartbeat, ca_file=self.config.ca_file,
                          tags=self.tags)
         log.info("following %s on %s as user %s", self.config.database,
@@ -138,24 +141,32 @@ class Supervisor:
         """Supervise until SIGINT or SIGTERM; returns the exit status."""
         self._lock_device()
         self._install_signals()
+        # Which password works: the one that worked last, checked at once in
+        # the background; at the first start (none known yet) before anything
+        # uses one, so that nothing starts with the wrong one (a server that
+        # does not answer leaves the default: the secret).  Then at every refusal.
+        self.login.retarget(self.config.server, self.config.ca_file)
+        if not self.login.known:
+            self.login.check()
+        self.login.start(self.post)
         self.launcher = Launcher(self.macid, self.config.state_dir, self._database_info(),
                                  self.config.worker_user, spare=self.config.spare)
         # Before anything runs: a --command-user that cannot be is an error now.
-        self.commands = Commands(self.config.server, self.config.database, self.identity,
+        self.commands = Commands(self.config.server, self.config.database, self.login,
                                  self.config.state_dir, self.launcher.run_prefix + "commands/",
                                  ca_file=self.config.ca_file, user=self.config.command_user)
         self.launcher.cleanup_leftovers()
         self.guardian = start_guardian(self.launcher.run_prefix, self.launcher.import_base,
                                        self.launcher.import_prefix)
-        self.publisher = Publisher(self.config.server, self.config.database, self.identity,
+        self.publisher = Publisher(self.config.server, self.config.database, self.login,
                                    self.config.heartbeat_interval, self.config.state_dir,
                                    self.config.interface, ca_file=self.config.ca_file)
         self.printer.subscribe(self.publisher.logbook.add)
         self.observers.append(self.publisher.history.observe)
         self.revisions = Revisions(revisions_path(self.config.state_dir, self.macid), self.macid)
         self.canaries = CanaryWatcher(self.post, self.config.server, self.config.database,
-                                      self.identity.user, self.identity.password,
-                                      self.config.heartbeat_interval, ca_file=self.config.ca_file)
+                                      self.login, self.config.heartbeat_interval,
+                                      ca_file=self.config.ca_file)
         if self.config.server:
             self.publisher.start()
             self.commands.start()
@@ -245,8 +256,8 @@ class Supervisor:
         # After the workers' SIGINTs: ending the spare must not delay their stop.
         self.launcher.set_spare(False)
 
-    def _reload(self):
-        log.info("SIGHUP: reading the server file and the configuration again")
+    def _reload(self, why="SIGHUP"):
+        log.info("%s: reading the server file and the configuration again", why)
         try:
             new = configuration.load(self.overrides)
         except configuration.ConfigError as e:
@@ -264,12 +275,33 @@ class Supervisor:
                         "(a renewed CA file in the same place is read at every reconnection)")
             self.config = new = replace(new, ca_file=old.ca_file)
         if (new.server, new.database) != (old.server, old.database):
-            self.launcher.database = self._database_info()
-            self.publisher.retarget(new.server, new.database)
-            self.commands.retarget(new.server, new.database)
+            self.login.retarget(new.server, new.ca_file)
+            self._reconnect("the server or database changed")
             self.synced = False
-            self._start_feed()
         self._recompute()
+
+    def _reconnect(self, why):
+        """Everything that logs in does it again, with the server, database and
+        password of now; running workers restart to get them too."""
+        self.launcher.database = self._database_info()
+        self.publisher.retarget(self.config.server, self.config.database)
+        self.commands.retarget(self.config.server, self.config.database)
+        self._start_feed()
+        for w in self.workers.values():
+            if w.state in (State.STARTING, State.RUNNING):
+                w.pending_spec = w.pending_spec or w.spec
+                w.stop_reason = why
+                self._retire(w, why)
+
+    def _on_login(self, event):
+        if self.quitting:
+            return
+        if event.changed:
+            self._reconnect("the device logs in with its %s now" % event.kind)
+        elif self.feed is None or self._feed_error:
+            self._start_feed()       # at once, not at the end of its backoff
+            self.publisher.retarget(self.config.server, self.config.database)
+        self._report = True
 
     def _dump_stacks(self):
         for ident, frame in sys._current_frames().items():
@@ -290,6 +322,9 @@ class Supervisor:
             if isinstance(event, CanaryReports):
                 self.canary_heartbeats = event.heartbeats
                 self._recompute()
+                continue
+            if isinstance(event, LoginChanged):
+                self._on_login(event)
                 continue
             if getattr(event, "feed", None) is not self.feed:
                 continue    # from a feed replaced after SIGHUP
@@ -315,6 +350,7 @@ class Supervisor:
         log.info("%d code document(s) for this device", len(self.effective))
         self._schedule_cache()
         self._follow_tags()
+        self._follow_server()
 
     def _on_change(self, event):
         doc = event.doc
@@ -330,6 +366,7 @@ class Supervisor:
         self._recompute()
         self._schedule_cache()
         self._follow_tags()
+        self._follow_server()
 
     def _mine(self, doc):
         """A document this device follows: its code, its device document, a group's."""
@@ -346,6 +383,18 @@ class Supervisor:
             self._recompute()       # a removed tag's groups stop at once
             if self.feed is not None:
                 self._start_feed()
+
+    def _follow_server(self):
+        """Move to the server its device document names (relocation.py)."""
+        doc = self.docs.get(device_doc_id(self.macid))
+        if doc is None or not self.synced:
+            return              # a cached document is no word of the server's
+        old = self.config.server
+        if self.relocation.wanted(doc, self.config):
+            self._reload("its device document names another server")
+            if self.config.server != old:
+                self._moved_from = old
+                self.deadlines["moved"] = time.monotonic() + SILENT_AFTER
 
     def _on_feed_down(self, event):
         # Said when the error or the backoff step changes: every step up to
@@ -520,6 +569,8 @@ class Supervisor:
                      "error": self._feed_error},
             "state": "stopping" if self.quitting else "running",
             "spare": self.launcher.spare_state() if self.launcher else None,
+            "login": self.login.kind,
+            "server": configuration.without_credentials(self.config.server),
         }
 
     def _changed(self, w):
@@ -554,6 +605,8 @@ class Supervisor:
                 del self.deadlines[name]
                 if name == "offline":
                     self._use_cache()
+                elif name == "moved" and not self.synced:
+                    self.relocation.silent(self.config, self._moved_from)
                 elif name == "cache":
                     if not (cache.save(self._cache_path, self.macid, self.config.database,
                                        self.docs) and self.revisions.save()):
@@ -609,8 +662,9 @@ class Supervisor:
             if w.removing:
                 self._forget(w)
             elif w.pending_spec and not self.quitting:
-                w.spec, w.pending_spec, w.failures = w.pending_spec, None, 0
-                self._launch(w, "document changed to %s" % w.spec.rev)
+                why = w.stop_reason or "document changed to %s" % w.pending_spec.rev
+                w.spec, w.pending_spec, w.failures, w.stop_reason = w.pending_spec, None, 0, None
+                self._launch(w, why)
             else:
                 self._changed(w)
             return
@@ -647,6 +701,7 @@ class Supervisor:
         if self.publisher.is_alive():
             self.publisher.stop(dict(self.heartbeat_state(), state="stopped"))
         self.canaries.stop()
+        self.login.stop()
         if self.deadlines.pop("cache", None) is not None:
             cache.save(self._cache_path, self.macid, self.config.database, self.docs)
             self.revisions.save()

@@ -102,7 +102,7 @@ class Worker:
         self.stop_deadline = None   # monotonic deadline for SIGKILL in STOPPING
         self.pending_spec = None    # restart with this spec once stopped
         self.removing = False       # forget the worker once stopped
-        self.stop_reason = None
+        self.stop_reason = None     # why it is restarted, when no document changed
         self.doc = None             # the revision of the document it runs
         self.healthy_at = None      # monotonic: when it has run long enough to be healthy
         self.healthy = False        # this run has (revisions.py)

@@ -2,9 +2,9 @@
 
 provision (with designdoc, the design functions in ``design/``, and
 webassets, the built page in ``web/``), push and exec (fleet), status and
-logs (monitor), discover (the asking side of discovery) and deploy (onto a
-netboot root).  connection holds what they share: the admin connection and
-one-line errors.
+logs (monitor), discover (the asking side of discovery), adopt (accounts
+for the devices that answer) and deploy (onto a netboot root).  connection
+holds what they share: the admin connection and one-line errors.
 
 May import: the shared modules at the package's bottom (identity, config,
 couch, documents, discovery, errors, arguments) and

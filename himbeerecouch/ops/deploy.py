@@ -13,6 +13,10 @@ setuptools, offline) and copied into the root, with:
 - ``etc/rspby/server`` when ``--server`` is given (without it, the Pis wait
   for a discovery broadcast).
 
+It says where each Pi will keep its login secret (``secret_file``, else its
+state folder, which on a read-only root is often a tmpfs: then the secret,
+and the adoption with it, is gone at every reboot).
+
 psutil and setproctitle are compiled for the Pi's processor, so they come
 from the root's own package manager: the script says which are missing.
 It refuses ``/``, a folder that does not exist, and one that does not look
@@ -262,6 +266,29 @@ def old_agent_entries(root):
 
 
 # ---------------------------------------------------------------- the whole
+def secret_note(root):
+    """Where the Pis keep their login secrets, as the root's configuration says."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(os.path.join(root, "etc/rspby/himbeerecouch.conf"))
+    except configparser.Error:
+        pass
+    get = (lambda key: parser.get("himbeerecouch", key, fallback=None)) \
+        if parser.has_section("himbeerecouch") else (lambda key: None)
+    if (get("login") or "").strip() == "legacy":
+        return "login = legacy: the Pis log in with the legacy password only (not adoptable)"
+    if get("secret_file"):
+        return ("login secret: each Pi keeps its own in %s (storage that Pi alone reads, "
+                "surviving reboots)" % get("secret_file"))
+    return ("login secret: each Pi keeps its own in its state folder (%s); if that does not "
+            "survive a reboot (a tmpfs on a read-only root), set secret_file in "
+            "/etc/rspby/himbeerecouch.conf to persistent storage of each Pi's own, or the "
+            "Pis must be adopted again after every boot (README: netboot)"
+            % (get("state_dir") or "/var/lib/himbeerecouch"))
+
+
 def deploy(root, source, server=None, service="systemd", python_version=None):
     root = check_root(root)
     major, minor = root_python(root, python_version)
@@ -291,7 +318,9 @@ def deploy(root, source, server=None, service="systemd", python_version=None):
     elif os.path.exists(os.path.join(root, "etc/rspby/server")):
         say("server file /etc/rspby/server kept as it is")
     else:
-        say("no server file: every Pi waits for `himbeerecouch discover URL` (or give SERVER=)")
+        say("no server file: every Pi waits for `himbeerecouch adopt ADMIN_URL` (or give "
+            "SERVER=)")
+    say(secret_note(root))
     for path in old_agent_entries(root):
         say("warning: %s seems to start the old agent; remove it, or both will run" % path)
     have = installed_packages(root)

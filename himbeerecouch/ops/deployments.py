@@ -1,8 +1,9 @@
 """``himbeerecouch device set`` and ``rollout status|pause|resume``.
 
-``device set`` writes a device document (``<MacID>_device``: its name and
-tags).  ``rollout status`` reads a group code document, the device documents
-that carry its tag and their heartbeats, and says which device runs which
+``device set`` writes a device document (``<MacID>_device``: its name, its
+tags, and the server it is to move to, which the agent follows: see
+agent/relocation.py).  ``rollout status`` reads a group code document, the
+device documents that carry its tag and their heartbeats, and says which device runs which
 revision, how the canaries fare and whether the rollout halted, with the same
 verdict the devices reach themselves (:func:`himbeerecouch.groups.canary_verdict`).
 ``pause`` and ``resume`` set or clear ``rollout.paused`` on the group
@@ -15,6 +16,7 @@ from ..errors import UserError
 from ..groups import (canary_entry, canary_verdict, device_doc_id, device_name, device_tags,
                       group_tag, rollout_of, source_digest)
 from .connection import Connection, add_admin_arguments, failures, hide_arguments, iso_now
+from .discover import public_server_url
 
 
 def add_parsers(sub):
@@ -34,6 +36,12 @@ def add_parsers(sub):
     s.add_argument("--add-tag", action="append", default=[], metavar="T", help="add a tag")
     s.add_argument("--remove-tag", action="append", default=[], metavar="T",
                    help="remove a tag")
+    s.add_argument("--server", metavar="URL",
+                   help="move the device to this server (without credentials): it writes "
+                        "the URL into its server file and follows it; the device needs a "
+                        "user there first (adopt or provision)")
+    s.add_argument("--clear-server", action="store_true",
+                   help="remove the server the device document names")
     s.set_defaults(func=cmd_device_set)
 
     p = sub.add_parser("rollout", help="the staged rollout of a group code document",
@@ -57,8 +65,11 @@ def add_parsers(sub):
 
 # ---------------------------------------------------------------- device set
 def cmd_device_set(args):
-    if args.name is None and args.tag is None and not args.add_tag and not args.remove_tag:
-        raise UserError("nothing to set: give --name, --tag, --add-tag or --remove-tag", 2)
+    if args.name is None and args.tag is None and not args.add_tag and not args.remove_tag \
+            and args.server is None and not args.clear_server:
+        raise UserError("nothing to set: give --name, --tag, --add-tag, --remove-tag, --server "
+                        "or --clear-server", 2)
+    server = public_server_url(args.server) if args.server is not None else None
     conn = Connection(args.url, args.database, ca_file=args.ca_file)
     hide_arguments("himbeerecouch device set %s %s" % (conn.shown, args.device))
     me = conn.whoami()
@@ -73,10 +84,16 @@ def cmd_device_set(args):
     tags = list(args.tag) if args.tag is not None else device_tags(doc)
     tags = [t for t in tags + args.add_tag if t not in args.remove_tag]
     doc["tags"] = sorted(set(t.strip() for t in tags if t.strip()))
+    if args.clear_server:
+        doc.pop("server", None)
+    if server is not None:
+        doc["server"] = server
     with failures(conn, "saving %s" % doc_id):
         conn.db.save(doc)
-    print("device %d: name %s, tags %s" % (macid, doc.get("name") or "-",
-                                           ", ".join(doc["tags"]) or "none"))
+    print("device %d: name %s, tags %s%s" % (
+        macid, doc.get("name") or "-", ", ".join(doc["tags"]) or "none",
+        ", moves to %s (if it follows its server file, not --server)" % doc["server"]
+        if doc.get("server") else ""))
     return 0
 
 

@@ -19,7 +19,7 @@ import argparse
 import couchdb
 import couchdb.http
 
-from .. import identity
+from .. import couch, identity
 from ..arguments import DEVICE_HELP, MAC_WITH_COLONS, macid
 from ..errors import UserError
 from . import csp, designdoc, page
@@ -162,16 +162,6 @@ def ensure_security(conn, operator_roles=()):
     return "_security: members %s" % ", ".join(wanted["members"]["roles"])
 
 
-def _password_works(conn, user, password):
-    server = couchdb.Server(conn.url, session=conn.new_session())
-    server.resource.credentials = (user, password)
-    try:
-        _, _, info = server.resource.get_json("_session")
-    except couchdb.http.Unauthorized:
-        return False
-    return (info.get("userCtx") or {}).get("name") == user
-
-
 def ensure_device_user(conn, macid, password=None, lab_roles=()):
     """Create or update the user of device ``macid``: the device role, plus
     ``lab_roles`` (the writer role of a lab database), never fewer roles."""
@@ -187,7 +177,8 @@ def ensure_device_user(conn, macid, password=None, lab_roles=()):
     changed += ["role %s" % role for role in added]
     with failures(conn, "checking the password of user %s" % name):
         if password is not None and ("created" in changed
-                                     or not _password_works(conn, name, password)):
+                                     or not couch.logs_in(conn.url, name, password,
+                                                          conn.timeout, conn.ca_file)):
             doc["password"] = password
             if "created" not in changed:
                 changed.append("password")

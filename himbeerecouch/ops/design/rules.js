@@ -129,7 +129,8 @@ function operatorMayWrite(subject, oldKind, deleting) {
 }
 
 // A device document: id <MacID>_device, type "device", macid the same MacID
-// as a number, an optional name (a string) and tags (a list of strings).
+// as a number, an optional name (a string), tags (a list of strings) and
+// server (the URL the device moves to: http(s), no user name or password).
 function deviceDocumentProblem(doc) {
   var m = /^(\d+)_device$/.exec(doc._id || '');
   var i;
@@ -149,6 +150,11 @@ function deviceDocumentProblem(doc) {
         return 'the tags of a device must be a list of strings';
       }
     }
+  }
+  if (doc.server !== undefined &&
+      (typeof doc.server !== 'string' || !/^https?:\/\/[^\/@\s]+(\/\S*)?$/.test(doc.server))) {
+    return 'the server of a device must be a URL such as https://couch.lab:6984, ' +
+           'without user name or password';
   }
   return null;
 }
